@@ -1,0 +1,35 @@
+# Two entry points, each working from a clean clone:
+#   make run    install, then run the main job
+#   make test   install with the test extras, then run every test
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: install install-test run test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(PIP) -e .
+
+install-test: $(BIN)/python
+	$(PIP) -e ".[test,dev]"
+
+run: install
+	mkdir -p runs
+	$(BIN)/dynascope run spiking --model coba --duration 1 --out runs/coba.zarr
+	$(BIN)/dynascope run spiking --model brunel --regime C --duration 0.5 --out runs/brunel-C.zarr
+
+test: install-test
+	$(BIN)/python -m pytest
+
+lint:
+	$(BIN)/ruff check engine explorer tests benchmarks panels
+
+bench: install
+	$(BIN)/python benchmarks/spiking.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

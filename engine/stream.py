@@ -1,0 +1,100 @@
+"""The stream protocol: a run is an iterator of self-describing ``xr.Dataset`` chunks.
+
+Every engine implements :class:`ChunkStream`. A consumer (the run store, a live dashboard, a
+notebook) pulls chunks one by one; between chunks it may call :meth:`ChunkStream.update` from
+any thread, and the change takes effect at the next chunk boundary. Each chunk records the
+parameter values it ran with, so a stored run says what changed when.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import xarray as xr
+
+__all__ = ["ChunkStream", "RunStopped"]
+
+
+class RunStopped(RuntimeError):
+    """Raised by a stream when the run cannot go on (e.g. a numerical blow-up).
+
+    ``status`` is a short word for the store ("diverged"); the message says why.
+    """
+
+    def __init__(self, message: str, status: str = "diverged") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ChunkStream:
+    """Base of every engine's stream.
+
+    Subclasses set :attr:`append_dims` (the dims that grow from chunk to chunk, e.g.
+    ``("spike", "time", "chunk")``) and implement :meth:`_next_chunk` and
+    :meth:`_apply_updates`. :attr:`done` becomes true after the last chunk.
+    """
+
+    engine: str = ""
+    append_dims: tuple[str, ...] = ()
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.done = False
+        self.chunks_emitted = 0
+        self._pending: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- control (thread-safe) ------------------------------------------------------------
+    def update(self, **changes: Any) -> None:
+        """Queue parameter changes for the next chunk; validated now (``ValueError`` if bad)."""
+        self._validate_updates(changes)
+        with self._lock:
+            self._pending.update(changes)
+
+    def _take_pending(self) -> dict[str, Any]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return pending
+
+    # -- iteration ------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[xr.Dataset]:
+        return self
+
+    def __next__(self) -> xr.Dataset:
+        if self.done:
+            raise StopIteration
+        pending = self._take_pending()
+        if pending:
+            self._apply_updates(pending)
+        chunk = self._next_chunk()
+        self.chunks_emitted += 1
+        return chunk
+
+    # -- to implement ---------------------------------------------------------------------
+    def _validate_updates(self, changes: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _apply_updates(self, changes: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _next_chunk(self) -> xr.Dataset:
+        raise NotImplementedError
+
+
+def concat_chunks(chunks: list[xr.Dataset], append_dims: tuple[str, ...]) -> xr.Dataset:
+    """Join chunks of one run into one dataset, each variable along its own append dim."""
+    if not chunks:
+        raise ValueError("no chunks to concatenate")
+    flat = [c.reset_coords() for c in chunks]
+    parts = []
+    for dim in append_dims:
+        names = [n for n, v in flat[0].data_vars.items() if dim in v.dims]
+        if names:
+            parts.append(xr.concat([f[names] for f in flat], dim=dim, coords="minimal", compat="override"))
+    static = [n for n, v in flat[0].data_vars.items() if not set(v.dims) & set(append_dims)]
+    out = xr.merge([flat[0][static], *parts], compat="override", join="outer")
+    out = out.set_coords([n for n in chunks[0].coords if n in out.data_vars])
+    out.attrs = dict(chunks[0].attrs)
+    return out

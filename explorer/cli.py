@@ -1,0 +1,215 @@
+"""The ``dynascope`` command line.
+
+    dynascope run spiking --model brunel --regime B --scale 0.2 --duration 1 --out b.zarr --json
+    dynascope info b.zarr --json
+
+Bad input prints one line on stderr and exits with status 2; a run stopped by a numerical
+blow-up keeps its stored chunks, says why, and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T0 = time.perf_counter()  # wall_seconds counts from here: imports, build, loop, storage
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_STOPPED = 1
+
+
+class UsageError(Exception):
+    """Bad input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _settings(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set {pair!r}: expected name=value")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from engine.spiking.config import MODELS, REGIMES
+
+    parser = _Parser(prog="dynascope", description="Explore the dynamics of neural networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run an engine and store the run")
+    engines = run.add_subparsers(dest="engine", required=True, parser_class=_Parser)
+    sp = engines.add_parser("spiking", help="a LIF spiking network")
+    sp.add_argument("--model", choices=MODELS, default="coba", help="network preset")
+    sp.add_argument("--regime", choices=tuple(REGIMES), default="", help="Brunel (2000) panel A-D")
+    sp.add_argument("--scale", type=float, default=1.0, help="network size relative to the preset")
+    sp.add_argument("--duration", type=float, default=1.0, help="biological time in seconds")
+    sp.add_argument("--dt", type=float, default=0.1, help="time step in ms")
+    sp.add_argument("--seed", type=int, default=1, help="random seed")
+    sp.add_argument("--chunk", type=float, default=None, help="biological ms per stored chunk")
+    sp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a run setting or network parameter (repeatable), e.g. g=5 eta=2",
+    )
+    sp.add_argument("--out", required=True, help="path of the Zarr store to write (PATH.zarr)")
+    sp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="summarise a stored run, complete or not")
+    info.add_argument("path", help="a run store")
+    info.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return parser
+
+
+def _clean(value):
+    """JSON-safe: NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_clean(summary), sort_keys=True))
+        return
+    name = f"{summary.get('model')} {summary.get('regime') or ''}".strip()
+    rates = ", ".join(f"{k} {v:.2f} Hz" for k, v in summary["rate_hz"].items())
+    cvs = ", ".join(f"{k} {v:.2f}" for k, v in summary["cv_isi_pop"].items())
+    lines = [
+        f"run        {name}: {summary['n_neurons']} neurons, {summary['n_synapses']} synapses, seed {summary['seed']}",
+        f"status     {summary['status']}" + (" (incomplete)" if summary["status"] != "complete" else ""),
+        f"simulated  {summary['simulated_ms'] / 1000:g} s in {summary['chunks']} chunks",
+        f"rates      {rates}",
+        f"spikes     {summary['spikes']}",
+        f"ISI CV     {summary['cv_isi']:.3f} ({cvs})",
+        f"synchrony  chi {summary['synchrony']:.3f}, population Fano factor {summary['fano']:.2f}",
+        f"loop       {summary['sim_seconds']:.3f} s",
+    ]
+    if "wall_seconds" in summary:
+        lines.append(f"wall       {summary['wall_seconds']:.3f} s")
+    if summary.get("reason"):
+        lines.append(f"reason     {summary['reason']}")
+    print("\n".join(lines))
+
+
+def _summarise(ds, record: dict | None = None) -> dict:
+    from engine.spiking.analysis import summary
+
+    out = summary(ds)
+    cv = out.pop("cv_isi")
+    out["cv_isi"] = cv.pop("all")
+    out["cv_isi_pop"] = cv
+    if record is not None:
+        out["status"] = record["status"]
+        out["complete"] = record["complete"]
+        out["interrupted"] = record["interrupted"]
+        out["reason"] = record.get("reason", "")
+    return out
+
+
+def _cmd_run_spiking(args: argparse.Namespace) -> int:
+    from engine.spiking import APPEND_DIMS, SpikingConfig, SpikingStream
+    from engine.store import RunStore, read_record
+    from engine.stream import RunStopped, concat_chunks
+
+    fields = {
+        "model": args.model,
+        "regime": args.regime,
+        "scale": args.scale,
+        "duration": args.duration,
+        "dt": args.dt,
+        "seed": args.seed,
+    }
+    if args.chunk is not None:
+        fields["chunk"] = args.chunk
+    cfg = SpikingConfig(**fields).with_settings(**_settings(args.set))
+    store = RunStore(args.out, engine="spiking", append_dims=APPEND_DIMS)
+    stream = SpikingStream(cfg)
+    chunks = []
+    bar = _progress(cfg.duration, quiet=args.quiet or args.json)
+    stopped = None
+    with store:
+        try:
+            for chunk in stream:
+                store.append(chunk)
+                chunks.append(chunk)
+                bar.update(float(chunk["chunk_end"][-1]) / 1000 - bar.n)
+        except RunStopped as err:
+            stopped = err
+            store.finish(err.status, str(err))
+    bar.close()
+    if not chunks:
+        print(f"dynascope: run stopped before its first chunk: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
+    ds = concat_chunks(chunks, APPEND_DIMS)
+    summary = _summarise(ds, read_record(store.path))
+    summary["out"] = str(store.path)
+    summary["wall_seconds"] = time.perf_counter() - _T0
+    _print_summary(summary, args.json)
+    if stopped is not None:
+        print(f"dynascope: run stopped: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
+    return 0
+
+
+def _progress(total_seconds: float, *, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total_seconds,
+        unit="s",
+        unit_scale=False,
+        disable=True if quiet else None,
+        desc="simulating",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} s [{elapsed}<{remaining}]",
+        file=sys.stderr,
+    )
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from engine.store import open_run, read_record
+
+    record = read_record(args.path)
+    ds = open_run(args.path)
+    summary = _summarise(ds, record)
+    summary["path"] = args.path
+    _print_summary(summary, args.json)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command == "run":
+            return _cmd_run_spiking(args)
+        return _cmd_info(args)
+    except (UsageError, ValueError) as err:  # StoreError is a ValueError
+        print(f"dynascope: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dynascope: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Test helpers: small hand-built datasets and a way to call the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_spike_dataset(spike_time, spike_neuron, *, n_exc: int, n_inh: int = 0, duration_ms: float) -> xr.Dataset:
+    """A minimal spiking dataset with the engine's conventions (one chunk)."""
+    n = n_exc + n_inh
+    pop = np.array(["E"] * n_exc + ["I"] * n_inh)
+    return xr.Dataset(
+        {
+            "spike_time": ("spike", np.asarray(spike_time, float), {"units": "ms", "long_name": "spike time"}),
+            "spike_neuron": ("spike", np.asarray(spike_neuron, np.int32), {"units": "", "long_name": "neuron"}),
+            "chunk_end": ("chunk", [float(duration_ms)], {"units": "ms", "long_name": "end of chunk"}),
+        },
+        coords={"neuron": np.arange(n), "population": ("neuron", pop), "pop": ["E", "I"]},
+        attrs={"config": "{}"},
+    )
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``dynascope ARGS`` in a fresh process, as a user would call it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "explorer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def cli_json(*args: str) -> dict:
+    proc = run_cli(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
