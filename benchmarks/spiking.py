@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.chunk import concat  # noqa: E402
 from engine.spiking import SpikingConfig, SpikingStream, population_rates  # noqa: E402
-from engine.stream import concat_chunks  # noqa: E402
 
 CASES = [("coba", "", 1.0), ("coba", "", 4.0), ("brunel", "B", 1.0)]
 BRIAN2_PY = ROOT / ".venv-brian2" / "bin" / "python"
@@ -42,26 +42,32 @@ BRIAN2_SCRIPT = ROOT / "benchmarks" / "peers" / "brian2_net.py"
 
 def ours(model: str, regime: str, scale: float, *, seed: int = 1, repeats: int = 3) -> dict:
     """Loop time of our kernel (whole run in one chunk), median of ``repeats``."""
-    cfg = SpikingConfig(model=model, regime=regime, scale=scale, duration=1.0, dt=0.1, seed=seed,
-                        chunk=1000.0, record_v=0)
+    cfg = SpikingConfig(
+        model=model, regime=regime, scale=scale, duration=1.0, dt=0.1, seed=seed, chunk=1000.0, record_v=0
+    )
     SpikingStream(cfg.replace(duration=0.01, chunk=10.0)).__next__()  # load the compiled kernel
     loops, result = [], None
     for _ in range(repeats):
         stream = SpikingStream(cfg)
-        chunks = list(stream)
+        chunks = list(stream.chunks())
         loops.append(stream.sim_seconds)
         result = (stream, chunks)
     stream, chunks = result
-    ds = concat_chunks(chunks, stream.append_dims)
+    ds = concat(chunks, stream.append_dims)
     out_degree = np.diff(stream.net.indptr)
     events = int(out_degree[ds["spike_neuron"].values].sum())
     steps = round(1000.0 / cfg.dt)
     loop = statistics.median(loops)
     return {
-        "n_neurons": cfg.params.n, "n_synapses": stream.net.n_synapses, "loop_seconds": loop,
-        "loop_all": loops, "neuron_updates_per_s": cfg.params.n * steps / loop,
-        "synaptic_events_per_s": events / loop, "spikes": int(ds.sizes["spike"]),
-        "rate_hz": population_rates(ds), "build_seconds": stream.build_seconds,
+        "n_neurons": cfg.params.n,
+        "n_synapses": stream.net.n_synapses,
+        "loop_seconds": loop,
+        "loop_all": loops,
+        "neuron_updates_per_s": cfg.params.n * steps / loop,
+        "synaptic_events_per_s": events / loop,
+        "spikes": int(ds.sizes["spike"]),
+        "rate_hz": population_rates(ds),
+        "build_seconds": stream.build_seconds,
     }
 
 
@@ -99,8 +105,25 @@ def our_process(repeats: int = 3) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(repeats + 1):
             t0 = time.perf_counter()
-            subprocess.run([*cmd, "run", "spiking", "--model", "coba", "--scale", "1", "--duration", "1",
-                            "--out", f"{tmp}/r{k}.zarr", "--quiet"], check=True, capture_output=True, cwd=ROOT)
+            subprocess.run(
+                [
+                    *cmd,
+                    "run",
+                    "spiking",
+                    "--model",
+                    "coba",
+                    "--scale",
+                    "1",
+                    "--duration",
+                    "1",
+                    "--out",
+                    f"{tmp}/r{k}.zarr",
+                    "--quiet",
+                ],
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
+            )
             if k:  # the first call may compile; later ones load the on-disk cache
                 times.append(time.perf_counter() - t0)
     return times
@@ -110,10 +133,14 @@ def seed_spread(seeds: range, vs_brian2: bool) -> dict:
     out = {"ours": []}
     for seed in seeds:
         stream = SpikingStream(SpikingConfig(model="coba", seed=seed, chunk=1000.0, record_v=0))
-        out["ours"].append(population_rates(concat_chunks(list(stream), stream.append_dims)))
+        out["ours"].append(population_rates(concat(list(stream.chunks()), stream.append_dims)))
     if vs_brian2:
-        out["brian2"] = [_call([str(BRIAN2_PY), str(BRIAN2_SCRIPT), "--model", "coba", "--scale", "1",
-                                "--seed", str(seed)])["rate_hz"] for seed in seeds]
+        out["brian2"] = [
+            _call([str(BRIAN2_PY), str(BRIAN2_SCRIPT), "--model", "coba", "--scale", "1", "--seed", str(seed)])[
+                "rate_hz"
+            ]
+            for seed in seeds
+        ]
     return out
 
 
@@ -132,15 +159,19 @@ def main() -> int:
     if vs and not BRIAN2_PY.exists():
         raise SystemExit(f"no Brian2 environment; create it with the command in {BRIAN2_SCRIPT.parent}/README.md")
     results = {"cases": {}}
-    print(f"{'network':<16}{'N':>7}{'synapses':>11}{'loop s':>9}{'upd/s':>10}{'events/s':>10}"
-          f"{'rates E/I Hz':>15}" + (f"{'Brian2 s':>10}{'ratio':>7}{'Brian2 E/I':>14}" if vs else ""))
+    print(
+        f"{'network':<16}{'N':>7}{'synapses':>11}{'loop s':>9}{'upd/s':>10}{'events/s':>10}"
+        f"{'rates E/I Hz':>15}" + (f"{'Brian2 s':>10}{'ratio':>7}{'Brian2 E/I':>14}" if vs else "")
+    )
     for model, regime, scale in CASES:
         name = f"{model}{'-' + regime if regime else ''} x{scale:g}"
         mine = ours(model, regime, scale, repeats=args.repeats)
         row = {"ours": mine}
-        line = (f"{name:<16}{mine['n_neurons']:>7}{mine['n_synapses']:>11}{mine['loop_seconds']:>9.3f}"
-                f"{mine['neuron_updates_per_s']:>10.2e}{mine['synaptic_events_per_s']:>10.2e}"
-                f"{_fmt_rates(mine['rate_hz']):>15}")
+        line = (
+            f"{name:<16}{mine['n_neurons']:>7}{mine['n_synapses']:>11}{mine['loop_seconds']:>9.3f}"
+            f"{mine['neuron_updates_per_s']:>10.2e}{mine['synaptic_events_per_s']:>10.2e}"
+            f"{_fmt_rates(mine['rate_hz']):>15}"
+        )
         if vs:
             peer = brian2(model, regime, scale, repeats=args.repeats)
             row["brian2"] = peer
@@ -163,8 +194,10 @@ def main() -> int:
     for who, rates in spread.items():
         e = [r["E"] for r in rates]
         i = [r["I"] for r in rates]
-        print(f"COBA x1 rates over seeds 1-{args.seeds}, {who:>6}: E {np.mean(e):.2f} ± {np.std(e):.2f} Hz, "
-              f"I {np.mean(i):.2f} ± {np.std(i):.2f} Hz")
+        print(
+            f"COBA x1 rates over seeds 1-{args.seeds}, {who:>6}: E {np.mean(e):.2f} ± {np.std(e):.2f} Hz, "
+            f"I {np.mean(i):.2f} ± {np.std(i):.2f} Hz"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
     return 0

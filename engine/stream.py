@@ -4,15 +4,21 @@ Every engine implements :class:`ChunkStream`. A consumer (the run store, a live 
 notebook) pulls chunks one by one; between chunks it may call :meth:`ChunkStream.update` from
 any thread, and the change takes effect at the next chunk boundary. Each chunk records the
 parameter values it ran with, so a stored run says what changed when.
+
+Iterating gives ``xr.Dataset`` chunks; :meth:`ChunkStream.next_chunk` gives the same chunk in
+its columnar form (:class:`engine.chunk.Chunk`), which needs no xarray import.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import xarray as xr
+from engine.chunk import Chunk
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["ChunkStream", "RunStopped"]
 
@@ -65,12 +71,23 @@ class ChunkStream:
     def __next__(self) -> xr.Dataset:
         if self.done:
             raise StopIteration
+        return self.next_chunk().to_dataset()
+
+    def next_chunk(self) -> Chunk:
+        """The next chunk in columnar form; ``StopIteration`` after the last."""
+        if self.done:
+            raise StopIteration
         pending = self._take_pending()
         if pending:
             self._apply_updates(pending)
         chunk = self._next_chunk()
         self.chunks_emitted += 1
         return chunk
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Iterate in columnar form."""
+        while not self.done:
+            yield self.next_chunk()
 
     # -- to implement ---------------------------------------------------------------------
     def _validate_updates(self, changes: dict[str, Any]) -> None:
@@ -79,22 +96,5 @@ class ChunkStream:
     def _apply_updates(self, changes: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _next_chunk(self) -> xr.Dataset:
+    def _next_chunk(self) -> Chunk:
         raise NotImplementedError
-
-
-def concat_chunks(chunks: list[xr.Dataset], append_dims: tuple[str, ...]) -> xr.Dataset:
-    """Join chunks of one run into one dataset, each variable along its own append dim."""
-    if not chunks:
-        raise ValueError("no chunks to concatenate")
-    flat = [c.reset_coords() for c in chunks]
-    parts = []
-    for dim in append_dims:
-        names = [n for n, v in flat[0].data_vars.items() if dim in v.dims]
-        if names:
-            parts.append(xr.concat([f[names] for f in flat], dim=dim, coords="minimal", compat="override"))
-    static = [n for n, v in flat[0].data_vars.items() if not set(v.dims) & set(append_dims)]
-    out = xr.merge([flat[0][static], *parts], compat="override", join="outer")
-    out = out.set_coords([n for n in chunks[0].coords if n in out.data_vars])
-    out.attrs = dict(chunks[0].attrs)
-    return out

@@ -128,9 +128,10 @@ def _summarise(ds, record: dict | None = None) -> dict:
 
 
 def _cmd_run_spiking(args: argparse.Namespace) -> int:
+    from engine.chunk import concat
     from engine.spiking import APPEND_DIMS, SpikingConfig, SpikingStream
     from engine.store import RunStore, read_record
-    from engine.stream import RunStopped, concat_chunks
+    from engine.stream import RunStopped
 
     fields = {
         "model": args.model,
@@ -150,10 +151,10 @@ def _cmd_run_spiking(args: argparse.Namespace) -> int:
     stopped = None
     with store:
         try:
-            for chunk in stream:
+            for chunk in stream.chunks():
                 store.append(chunk)
                 chunks.append(chunk)
-                bar.update(float(chunk["chunk_end"][-1]) / 1000 - bar.n)
+                bar.update(float(chunk["chunk_end"].values[-1]) / 1000 - bar.n)
         except RunStopped as err:
             stopped = err
             store.finish(err.status, str(err))
@@ -161,7 +162,7 @@ def _cmd_run_spiking(args: argparse.Namespace) -> int:
     if not chunks:
         print(f"dynascope: run stopped before its first chunk: {stopped}", file=sys.stderr)
         return EXIT_STOPPED
-    ds = concat_chunks(chunks, APPEND_DIMS)
+    ds = concat(chunks, APPEND_DIMS)
     summary = _summarise(ds, read_record(store.path))
     summary["out"] = str(store.path)
     summary["wall_seconds"] = time.perf_counter() - _T0
@@ -187,10 +188,10 @@ def _progress(total_seconds: float, *, quiet: bool):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from engine.store import open_run, read_record
+    from engine.store import open_chunk, read_record
 
     record = read_record(args.path)
-    ds = open_run(args.path)
+    ds = open_chunk(args.path)
     summary = _summarise(ds, record)
     summary["path"] = args.path
     _print_summary(summary, args.json)

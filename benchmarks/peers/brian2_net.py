@@ -14,6 +14,7 @@ call with the same model/scale (/regime) is a warm build cache.  The seed is
 read by the binary from an environment variable (see `seed_from_env`), so a
 different seed does not change any generated file and needs no recompile.
 """
+
 import argparse
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import brian2 as b2
 import numpy as np
-from brian2 import mV, ms, second
+from brian2 import ms, mV, second
 
 HERE = Path(__file__).resolve().parent
 SEED_ENV = "BRIAN2_BENCH_SEED"
@@ -38,28 +39,39 @@ def seed_from_env():
     relink main.cpp.  All randomness (connect, randn(), PoissonInput) is drawn
     inside the binary, after this point.
     """
-    b2.device.insert_code("main", f"""
+    b2.device.insert_code(
+        "main",
+        f"""
 {{
     const char* _s = getenv("{SEED_ENV}");
     const unsigned long _seed = _s ? strtoul(_s, NULL, 10) : 1UL;
     for (size_t _k = 0; _k < _random_generators.size(); _k++)
         _random_generators[_k].seed(_seed + _k);
-}}""")
+}}""",
+    )
 
 
 def build_coba(scale):
     """Vogels & Abbott (2005) COBA, Brian2/BrainPy speed-comparison variant."""
     N = int(round(4000 * scale))
     N_E = int(round(0.8 * N))
-    ns = dict(taum=20 * ms, taue=5 * ms, taui=10 * ms, Vt=-50 * mV, Vr=-60 * mV,
-              El=-60 * mV, Erev_exc=0 * mV, Erev_inh=-80 * mV, I=20 * mV)
+    ns = dict(
+        taum=20 * ms,
+        taue=5 * ms,
+        taui=10 * ms,
+        Vt=-50 * mV,
+        Vr=-60 * mV,
+        El=-60 * mV,
+        Erev_exc=0 * mV,
+        Erev_inh=-80 * mV,
+        I=20 * mV,
+    )
     eqs = """
     dv/dt  = (ge*(Erev_exc-v) + gi*(Erev_inh-v) - (v-El) + I)*(1./taum) : volt (unless refractory)
     dge/dt = -ge/taue : 1
     dgi/dt = -gi/taui : 1
     """
-    P = b2.NeuronGroup(N, eqs, threshold="v>Vt", reset="v = Vr",
-                       refractory=5 * ms, method="euler", namespace=ns)
+    P = b2.NeuronGroup(N, eqs, threshold="v>Vt", reset="v = Vr", refractory=5 * ms, method="euler", namespace=ns)
     Ce = b2.Synapses(P[:N_E], P, on_pre="ge += 0.6")
     Ci = b2.Synapses(P[N_E:], P, on_pre="gi += 6.7")
     Ce.connect(p=80.0 / N)
@@ -78,14 +90,18 @@ def build_brunel(scale, regime):
     tau, theta, V_r, J = 20 * ms, 20 * mV, 10 * mV, 0.1 * mV
     nu_ext = eta * theta / (J * C_E * tau)  # eta * nu_thr
     ns = dict(tau=tau, theta=theta, V_r=V_r, J=J, g=g)
-    P = b2.NeuronGroup(N_E + N_I, "dv/dt = -v/tau : volt (unless refractory)",
-                       threshold="v > theta", reset="v = V_r",
-                       refractory=2 * ms, method="exact", namespace=ns)
+    P = b2.NeuronGroup(
+        N_E + N_I,
+        "dv/dt = -v/tau : volt (unless refractory)",
+        threshold="v > theta",
+        reset="v = V_r",
+        refractory=2 * ms,
+        method="exact",
+        namespace=ns,
+    )
     # Spikes arriving while the target is refractory are dropped (v is clamped).
-    E = b2.Synapses(P[:N_E], P, on_pre="v_post += J*int(not_refractory_post)",
-                    delay=1.5 * ms, namespace=ns)
-    I = b2.Synapses(P[N_E:], P, on_pre="v_post += -g*J*int(not_refractory_post)",
-                    delay=1.5 * ms, namespace=ns)
+    E = b2.Synapses(P[:N_E], P, on_pre="v_post += J*int(not_refractory_post)", delay=1.5 * ms, namespace=ns)
+    I = b2.Synapses(P[N_E:], P, on_pre="v_post += -g*J*int(not_refractory_post)", delay=1.5 * ms, namespace=ns)
     # Fixed in-degree: for every target j, C distinct sources (no replacement).
     E.connect(i=f"k for k in sample(N_pre, size={C_E})")
     I.connect(i=f"k for k in sample(N_pre, size={C_I})")
@@ -127,35 +143,37 @@ def main():
 
     os.environ[SEED_ENV] = str(a.seed)  # inherited by the binary
     t0 = time.perf_counter()
-    b2.device.build(directory=str(build_dir), compile=True, run=True,
-                    with_output=False)
+    b2.device.build(directory=str(build_dir), compile=True, run=True, with_output=False)
     build_seconds = time.perf_counter() - t0  # codegen + make + run binary
 
     counts = mon.count[:]
     rate_E = counts[:N_E].sum() / (N_E * a.duration)
     rate_I = counts[N_E:].sum() / ((len(P) - N_E) * a.duration)
-    print(json.dumps({
-        "model": a.model,
-        "scale": a.scale,
-        **({"regime": a.regime} if a.model == "brunel" else {}),
-        "n_neurons": int(len(P)),
-        "n_synapses": int(sum(len(s) for s in syns)),
-        "duration_s": a.duration,
-        "dt_ms": a.dt,
-        "seed": a.seed,
-        # Brian2's own timer around Network::run() inside the binary (written
-        # to results/last_run_info.txt, exposed as device._last_run_time).
-        # Without OpenMP it is std::clock(), i.e. process CPU time of the loop.
-        "loop_seconds": float(b2.device._last_run_time),
-        "build_seconds": build_seconds,
-        "rate_hz": {"E": float(rate_E), "I": float(rate_I)},
-        "spikes": int(counts.sum()),
-        "brian2_version": b2.__version__,
-        # Brian2's breakdown of build_seconds: make, and the binary's whole
-        # run (connect + init + loop + writing results).
-        "timers": {"make_s": b2.device.timers["compile"]["make"],
-                   "binary_s": b2.device.timers["run_binary"]},
-    }))
+    print(
+        json.dumps(
+            {
+                "model": a.model,
+                "scale": a.scale,
+                **({"regime": a.regime} if a.model == "brunel" else {}),
+                "n_neurons": int(len(P)),
+                "n_synapses": int(sum(len(s) for s in syns)),
+                "duration_s": a.duration,
+                "dt_ms": a.dt,
+                "seed": a.seed,
+                # Brian2's own timer around Network::run() inside the binary (written
+                # to results/last_run_info.txt, exposed as device._last_run_time).
+                # Without OpenMP it is std::clock(), i.e. process CPU time of the loop.
+                "loop_seconds": float(b2.device._last_run_time),
+                "build_seconds": build_seconds,
+                "rate_hz": {"E": float(rate_E), "I": float(rate_I)},
+                "spikes": int(counts.sum()),
+                "brian2_version": b2.__version__,
+                # Brian2's breakdown of build_seconds: make, and the binary's whole
+                # run (connect + init + loop + writing results).
+                "timers": {"make_s": b2.device.timers["compile"]["make"], "binary_s": b2.device.timers["run_binary"]},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Measures of spiking datasets: rates, ISI irregularity, synchrony, rate histograms.
 
 All functions take a run dataset (from :func:`engine.spiking.run`, a stream chunk, or
-:func:`engine.store.open_run`) and an optional analysis window ``[t_start, t_stop)`` in ms.
+:func:`engine.store.open_run`), as an ``xr.Dataset`` or an :class:`engine.chunk.Chunk`, and an
+optional analysis window ``(t_start, t_stop]`` in ms.
 
 - Rate: spikes / (neurons x window) per population, in Hz.
 - ISI CV: std/mean of each neuron's inter-spike intervals (neurons with >= 3 spikes), averaged
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "window",
@@ -47,7 +51,7 @@ def _spikes(ds: xr.Dataset, t0: float, t1: float) -> tuple[np.ndarray, np.ndarra
 
 def _pop_codes(ds: xr.Dataset) -> tuple[np.ndarray, list[str]]:
     labels = np.asarray(ds["population"].values).astype(str)
-    names = [str(p) for p in ds["pop"].values] if "pop" in ds.coords else sorted(set(labels))
+    names = [str(p) for p in ds["pop"].values] if "pop" in ds else sorted(set(labels))
     codes = (
         np.searchsorted(np.array(names), labels)
         if names == sorted(names)
@@ -139,7 +143,8 @@ def oscillation(
     keep = (times > t0) & (times <= t1)
     if keep.sum() < 8:
         return {"peak_hz": float("nan"), "peak_share": float("nan")}
-    weights = np.array([float((ds["population"] == p).sum()) for p in ds["pop"].values])
+    labels = np.asarray(ds["population"].values)
+    weights = np.array([float((labels == p).sum()) for p in ds["pop"].values])
     total = (np.asarray(ds["rate"].values)[:, keep] * weights[:, None]).sum(0) / weights.sum()
     step_s = float(np.median(np.diff(times))) * 1e-3
     freqs = np.fft.rfftfreq(total.size, step_s)
@@ -155,6 +160,8 @@ def rate_histogram(
     ds: xr.Dataset, bins: int | np.ndarray = 30, t_start: float = 0.0, t_stop: float | None = None
 ) -> xr.Dataset:
     """Histogram of single-neuron rates per population (``count(pop, rate_bin)``)."""
+    import xarray as xr
+
     rates = neuron_rates(ds, t_start, t_stop)
     edges = np.histogram_bin_edges(rates, bins=bins)
     codes, names = _pop_codes(ds)
@@ -175,6 +182,7 @@ def summary(ds: xr.Dataset, t_start: float = 0.0, t_stop: float | None = None) -
     cfg = json.loads(ds.attrs.get("config", "{}"))
     t0, t1 = window(ds, t_start, t_stop)
     sync = synchrony(ds, t_start=t0, t_stop=t1)
+    spike_time = np.asarray(ds["spike_time"].values)
     return {
         "engine": ds.attrs.get("engine", "spiking"),
         "model": cfg.get("model"),
@@ -185,11 +193,11 @@ def summary(ds: xr.Dataset, t_start: float = 0.0, t_stop: float | None = None) -
         "simulated_ms": t1,
         "window_ms": [t0, t1],
         "rate_hz": population_rates(ds, t0, t1),
-        "spikes": int(((ds["spike_time"] > t0) & (ds["spike_time"] <= t1)).sum()),
+        "spikes": int(((spike_time > t0) & (spike_time <= t1)).sum()),
         "cv_isi": cv_isi(ds, t0, t1),
         "synchrony": sync["chi"],
         "fano": sync["fano"],
-        "sim_seconds": float(ds["sim_seconds"].sum()) if "sim_seconds" in ds else float("nan"),
+        "sim_seconds": float(np.sum(ds["sim_seconds"].values)) if "sim_seconds" in ds else float("nan"),
         "chunks": int(ds.sizes.get("chunk", 0)),
         "status": ds.attrs.get("run_status", "complete"),
     }

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 import engine
+from engine.chunk import Chunk, concat
 from engine.spiking.config import UPDATABLE, LIFParams, SpikingConfig
 from engine.spiking.kernels import KIND, POISSON_PART, advance
 from engine.spiking.network import Network, build_network
 from engine.spiking.reference import advance_numpy
-from engine.stream import ChunkStream, RunStopped, concat_chunks
+from engine.stream import ChunkStream, RunStopped
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["SpikingStream", "run", "POPULATIONS"]
 
@@ -75,7 +78,7 @@ class SpikingStream(ChunkStream):
         self.spikes_total = 0
         self._spike_capacity = max(4 * n, 1024)
         self._set_params(p)
-        self._static = self._static_dataset()
+        self._static = self._static_chunk()
 
     # -- parameters -----------------------------------------------------------------------
     def _set_params(self, p: LIFParams) -> None:
@@ -124,23 +127,21 @@ class SpikingStream(ChunkStream):
         self._set_params(self.params.with_changes(**changes))
 
     # -- chunks ---------------------------------------------------------------------------
-    def _static_dataset(self) -> xr.Dataset:
-        n = self.params.n
-        neuron = xr.Variable("neuron", np.arange(n, dtype=np.int32), {"long_name": "neuron index", "units": ""})
-        pop = np.array(POPULATIONS)[self.net.population]
-        return xr.Dataset(
-            coords={
-                "neuron": neuron,
-                "population": ("neuron", pop, {"long_name": "population of each neuron", "units": ""}),
-                "recorded": (
-                    "recorded",
-                    self.record_idx.astype(np.int32),
-                    {"long_name": "recorded neuron", "units": ""},
-                ),
-                "pop": ("pop", np.array(POPULATIONS), {"long_name": "population", "units": ""}),
-            },
-            attrs=self._attrs(),
+    def _static_chunk(self) -> Chunk:
+        """Variables every chunk carries unchanged: neuron labels, recorded subset, populations."""
+        c = Chunk(attrs=self._attrs())
+        c.add("neuron", "neuron", np.arange(self.params.n, dtype=np.int32), "neuron index", "", coord=True)
+        c.add(
+            "population",
+            "neuron",
+            np.array(POPULATIONS)[self.net.population],
+            "population of each neuron",
+            "",
+            coord=True,
         )
+        c.add("recorded", "recorded", self.record_idx.astype(np.int32), "recorded neuron", "", coord=True)
+        c.add("pop", "pop", np.array(POPULATIONS), "population", "", coord=True)
+        return c
 
     def _attrs(self) -> dict:
         cfg = self.config
@@ -158,7 +159,7 @@ class SpikingStream(ChunkStream):
             "title": _title(cfg),
         }
 
-    def _next_chunk(self) -> xr.Dataset:
+    def _next_chunk(self) -> Chunk:
         cfg = self.config
         sps = cfg.steps_per_sample
         n_steps = min(cfg.samples_per_chunk * sps, self.total_steps - self.step)
@@ -215,7 +216,7 @@ class SpikingStream(ChunkStream):
                 spike_neuron = _grown(spike_neuron[:n_spikes], self._spike_capacity)
         elapsed = time.perf_counter() - t0
         self.sim_seconds += elapsed
-        chunk = self._chunk_dataset(n_steps, counts, v_samples, spike_step[:n_spikes], spike_neuron[:n_spikes], elapsed)
+        chunk = self._make_chunk(n_steps, counts, v_samples, spike_step[:n_spikes], spike_neuron[:n_spikes], elapsed)
         self.step += n_steps
         self.spikes_total += n_spikes
         if self.step >= self.total_steps:
@@ -236,25 +237,21 @@ class SpikingStream(ChunkStream):
                 f"by t={self.step * self.config.dt:g} ms"
             )
 
-    def _chunk_dataset(self, n_steps, counts, v_samples, spike_step, spike_neuron, elapsed) -> xr.Dataset:
+    def _make_chunk(self, n_steps, counts, v_samples, spike_step, spike_neuron, elapsed) -> Chunk:
         cfg, p = self.config, self.params
         dt, interval = cfg.dt, cfg.sample_interval
         first_sample = self.step // cfg.steps_per_sample
         times = (first_sample + 1 + np.arange(counts.shape[0])) * interval
         sizes = np.array([p.n_exc, max(p.n_inh, 1)], np.float64)
-        rate = counts / (sizes * interval * 1e-3)
-        chunk_end = (self.step + n_steps) * dt
-        ds = self._static.copy()
-        ds = ds.assign_coords(
-            time=("time", times, {"long_name": "time", "units": "ms"}),
-            chunk=("chunk", [self.chunks_emitted], {"long_name": "chunk index", "units": ""}),
-        )
-        ds["spike_time"] = ("spike", (spike_step + 1) * dt, {"long_name": "spike time", "units": "ms"})
-        ds["spike_neuron"] = ("spike", spike_neuron, {"long_name": "spiking neuron", "units": ""})
-        ds["rate"] = (("pop", "time"), rate.T, {"long_name": "population rate", "units": "Hz"})
-        ds["v"] = (("time", "recorded"), v_samples, {"long_name": "membrane potential", "units": "mV"})
+        c = Chunk(dict(self._static.columns), self._static.coords, self._static.attrs)
+        c.add("time", "time", times, "time", "ms", coord=True)
+        c.add("chunk", "chunk", np.array([self.chunks_emitted]), "chunk index", "", coord=True)
+        c.add("spike_time", "spike", (spike_step + 1) * dt, "spike time", "ms")
+        c.add("spike_neuron", "spike", spike_neuron, "spiking neuron", "")
+        c.add("rate", ("pop", "time"), (counts / (sizes * interval * 1e-3)).T, "population rate", "Hz")
+        c.add("v", ("time", "recorded"), v_samples, "membrane potential", "mV")
         log = {
-            "chunk_end": (chunk_end, "end of chunk", "ms"),
+            "chunk_end": ((self.step + n_steps) * dt, "end of chunk", "ms"),
             "sim_seconds": (elapsed, "simulation loop time", "s"),
             "g": (p.g, "relative inhibition |wi|/we", ""),
             "eta": (p.eta, "external rate / threshold rate", ""),
@@ -264,8 +261,8 @@ class SpikingStream(ChunkStream):
             "wi": (p.wi, "inhibitory weight", "g_L | mV"),
         }
         for name, (value, long_name, units) in log.items():
-            ds[name] = ("chunk", [value], {"long_name": long_name, "units": units})
-        return ds
+            c.add(name, "chunk", np.array([value], np.float64), long_name, units)
+        return c
 
 
 def _grown(filled: np.ndarray, capacity: int) -> np.ndarray:
@@ -286,7 +283,6 @@ def _title(cfg: SpikingConfig) -> str:
 def run(config: SpikingConfig, *, backend: str = "numba") -> xr.Dataset:
     """The whole run in memory (the concatenation of its chunks)."""
     stream = SpikingStream(config, backend=backend)
-    chunks = list(stream)
-    ds = concat_chunks(chunks, APPEND_DIMS)
+    ds = concat(list(stream.chunks()), APPEND_DIMS).to_dataset()
     ds.attrs["sim_seconds"] = stream.sim_seconds
     return ds
