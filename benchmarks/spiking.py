@@ -6,7 +6,8 @@
 Brian2 runs in its own environment (it needs numpy < 2); create it once with the command in
 ``benchmarks/peers/README.md``. Networks: COBA (speed-comparison variant) at scale 1 and 4 and
 Brunel regime B (N = 12,500), 1 s of biological time, dt 0.1 ms, one thread each. Reported:
-simulation-loop time (compile and build excluded; median of repeats), neuron updates/s,
+simulation-loop time (compile and build excluded; median of repeats) with float32 state (the
+default) and float64 (Brian2's type), neuron updates/s,
 synaptic events/s, and, for COBA scale 1, the wall time of a fresh process that runs the whole
 job (ours: ``dynascope run`` writing a store; Brian2: its script with a warm build cache).
 """
@@ -40,10 +41,18 @@ BRIAN2_PY = ROOT / ".venv-brian2" / "bin" / "python"
 BRIAN2_SCRIPT = ROOT / "benchmarks" / "peers" / "brian2_net.py"
 
 
-def ours(model: str, regime: str, scale: float, *, seed: int = 1, repeats: int = 3) -> dict:
+def ours(model: str, regime: str, scale: float, *, seed: int = 1, repeats: int = 3, precision: str = "float32") -> dict:
     """Loop time of our kernel (whole run in one chunk), median of ``repeats``."""
     cfg = SpikingConfig(
-        model=model, regime=regime, scale=scale, duration=1.0, dt=0.1, seed=seed, chunk=1000.0, record_v=0
+        model=model,
+        regime=regime,
+        scale=scale,
+        duration=1.0,
+        dt=0.1,
+        seed=seed,
+        chunk=1000.0,
+        record_v=0,
+        precision=precision,
     )
     SpikingStream(cfg.replace(duration=0.01, chunk=10.0)).__next__()  # load the compiled kernel
     loops, result = [], None
@@ -159,24 +168,32 @@ def main() -> int:
     if vs and not BRIAN2_PY.exists():
         raise SystemExit(f"no Brian2 environment; create it with the command in {BRIAN2_SCRIPT.parent}/README.md")
     results = {"cases": {}}
-    print(
-        f"{'network':<16}{'N':>7}{'synapses':>11}{'loop s':>9}{'upd/s':>10}{'events/s':>10}"
-        f"{'rates E/I Hz':>15}" + (f"{'Brian2 s':>10}{'ratio':>7}{'Brian2 E/I':>14}" if vs else "")
+    header = (
+        f"{'network':<16}{'N':>7}{'synapses':>11}{'loop s':>9}{'f64 s':>8}{'upd/s':>10}{'events/s':>10}"
+        f"{'rates E/I Hz':>15}"
     )
+    if vs:
+        header += f"{'Brian2 s':>10}{'ratio':>7}{'f64 ratio':>10}{'Brian2 E/I':>14}"
+    print(header)
     for model, regime, scale in CASES:
         name = f"{model}{'-' + regime if regime else ''} x{scale:g}"
         mine = ours(model, regime, scale, repeats=args.repeats)
-        row = {"ours": mine}
+        mine64 = ours(model, regime, scale, repeats=args.repeats, precision="float64")
+        row = {"ours": mine, "ours_float64": mine64}
         line = (
             f"{name:<16}{mine['n_neurons']:>7}{mine['n_synapses']:>11}{mine['loop_seconds']:>9.3f}"
-            f"{mine['neuron_updates_per_s']:>10.2e}{mine['synaptic_events_per_s']:>10.2e}"
-            f"{_fmt_rates(mine['rate_hz']):>15}"
+            f"{mine64['loop_seconds']:>8.3f}{mine['neuron_updates_per_s']:>10.2e}"
+            f"{mine['synaptic_events_per_s']:>10.2e}{_fmt_rates(mine['rate_hz']):>15}"
         )
         if vs:
             peer = brian2(model, regime, scale, repeats=args.repeats)
             row["brian2"] = peer
             row["loop_ratio"] = mine["loop_seconds"] / peer["loop_seconds"]
-            line += f"{peer['loop_seconds']:>10.3f}{row['loop_ratio']:>7.2f}{_fmt_rates(peer['rate_hz']):>14}"
+            row["loop_ratio_float64"] = mine64["loop_seconds"] / peer["loop_seconds"]
+            line += (
+                f"{peer['loop_seconds']:>10.3f}{row['loop_ratio']:>7.2f}{row['loop_ratio_float64']:>10.2f}"
+                f"{_fmt_rates(peer['rate_hz']):>14}"
+            )
         results["cases"][name] = row
         print(line, flush=True)
     proc = our_process(args.repeats)

@@ -164,16 +164,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> Self:
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                continue
-            value = data[f.name]
-            if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and isinstance(value, dict)):
-                sub = _resolve_type(cls, f)
-                value = sub.from_dict(value)
-            kwargs[f.name] = value
-        return cls(**kwargs)
+        """Rebuild (and validate) a config from :meth:`to_dict` output; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
     def describe(cls) -> list[dict]:
@@ -200,10 +193,3 @@ class Config:
                 }
             )
         return rows
-
-
-def _resolve_type(cls: type, f: dataclasses.Field) -> type:
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    return hints[f.name]

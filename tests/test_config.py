@@ -76,3 +76,16 @@ def test_config_round_trips_through_json():
 def test_describe_lists_every_validated_field():
     names = {row["name"] for row in LIFParams.describe()}
     assert {"tau_m", "we", "wi", "delay", "ext_rate"} <= names
+
+
+def test_recorded_neurons_can_be_chosen():
+    from engine.spiking import run
+
+    cfg = SpikingConfig(model="coba", scale=0.1, duration=0.02).with_settings(record_ids="7, 3,399")
+    assert cfg.record_ids == (3, 7, 399)
+    ds = run(cfg)
+    assert list(ds["recorded"].values) == [3, 7, 399] and ds["v"].shape == (20, 3)
+    with pytest.raises(ValueError, match="record_ids contains 400"):
+        SpikingConfig(model="coba", scale=0.1, record_ids=(400,))
+    with pytest.raises(ValueError, match="record_ids='a'"):
+        SpikingConfig(model="coba", scale=0.1).with_settings(record_ids="a")

@@ -265,6 +265,19 @@ def preset(model: str, *, regime: str = "", scale: float = 1.0) -> LIFParams:
     raise ValueError(f"model={model!r} is not allowed: choose one of {', '.join(MODELS)}")
 
 
+def _neuron_ids(value: object, n: int) -> tuple[int, ...]:
+    """Neuron indices from a sequence or comma-separated text, each in [0, n)."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        ids = tuple(int(str(v).strip()) for v in items if str(v).strip())
+    except (TypeError, ValueError):
+        raise ValueError(f"record_ids={value!r} is not allowed: give neuron indices like 0,5,42") from None
+    bad = [i for i in ids if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"record_ids contains {bad[0]}: out of range, allowed [0, {n - 1}]")
+    return tuple(sorted(set(ids)))
+
+
 @dataclass(frozen=True)
 class SpikingConfig(Config):
     """A spiking run: which network, for how long, how it is recorded."""
@@ -279,7 +292,8 @@ class SpikingConfig(Config):
     sample_interval: float = bounded(
         1.0, 0.0, 1000.0, lo_open=True, units="ms", doc="population-rate bin and membrane-potential sampling interval"
     )
-    record_v: int = integer(20, 0, 10_000, doc="neurons whose membrane potential is sampled")
+    record_v: int = integer(20, 0, 10_000, doc="neurons whose membrane potential is sampled (spread over E and I)")
+    record_ids: tuple[int, ...] = field(default=(), metadata={"doc": "these neurons instead of record_v (0,5,…)"})
     precision: str = choice("float32", ("float32", "float64"), doc="floating-point type of the state")
     max_rate: float = bounded(
         1000.0,
@@ -297,6 +311,7 @@ class SpikingConfig(Config):
             object.__setattr__(self, "params", preset(self.model, regime=self.regime, scale=self.scale))
         elif isinstance(self.params, dict):
             object.__setattr__(self, "params", LIFParams.from_dict(self.params))
+        object.__setattr__(self, "record_ids", _neuron_ids(self.record_ids, self.params.n))
         self._check_steps()
 
     def check(self) -> None:
@@ -336,9 +351,11 @@ class SpikingConfig(Config):
     def with_settings(self, **texts: str | float) -> SpikingConfig:
         """Apply ``name=value`` settings: run fields and network parameters alike."""
         own = {f.name for f in fields(self)} - {"params"}
-        run = {k: v for k, v in texts.items() if k in own}
+        run = {k: v for k, v in texts.items() if k in own and k != "record_ids"}
         net = {k: v for k, v in texts.items() if k not in own}
         out = self
+        if "record_ids" in texts:
+            out = out.replace(record_ids=texts["record_ids"])
         if run:
             out = out.replace_text(**{k: str(v) for k, v in run.items()})
             if {"model", "regime", "scale"} & set(run):

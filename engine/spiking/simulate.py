@@ -36,6 +36,8 @@ BACKENDS = {"numba": advance, "numpy": advance_numpy}
 def _record_indices(cfg: SpikingConfig) -> np.ndarray:
     """Neurons whose potential is sampled: spread evenly over E, then over I."""
     p = cfg.params
+    if cfg.record_ids:
+        return np.array(cfg.record_ids, dtype=np.int64)
     k = cfg.record_v
     k_inh = min(p.n_inh, k // 4 if p.n_inh else 0)
     k_exc = k - k_inh
@@ -82,7 +84,7 @@ class SpikingStream(ChunkStream):
 
     # -- parameters -----------------------------------------------------------------------
     def _set_params(self, p: LIFParams) -> None:
-        cfg, dt, f = self.config, self.config.dt, self.dtype.type
+        dt, f = self.config.dt, self.dtype.type
         self.params = p
         self.kind = KIND[p.synapse]
         self.consts = np.array(
@@ -112,7 +114,6 @@ class SpikingStream(ChunkStream):
         self.exp_part = math.exp(-self.lam_part)
         self.ext_w = f(p.ext_weight)
         self.stim_w = f(p.kick_weight)
-        del cfg
 
     def _validate_updates(self, changes: dict[str, Any]) -> None:
         unknown = sorted(set(changes) - set(UPDATABLE))
