@@ -144,91 +144,31 @@ class LIFParams(Config):
         return out
 
 
+# fmt: off
 def preset(model: str, *, regime: str = "", scale: float = 1.0) -> LIFParams:
     """The exact published parameters of a model (see the reference notes on each)."""
-    if model == "coba":
-        # Brian2/BrainPy speed-comparison variant of Vogels & Abbott (2005): constant drive
-        # I = 20 mV, weights in units of g_L, no delay, every neuron keeps ~80 inputs at any N.
+    if model in ("coba", "coba-pynn", "cuba"):
+        # Benchmarks 1 and 2 of Brette et al. (2007): 4000 x scale cells, 80% excitatory,
+        # tau_m 20 ms, threshold -50 mV, reset -60 mV, refractory 5 ms, tau_e 5 ms, tau_i 10 ms.
         n = round(4000 * scale)
-        return LIFParams(
-            n_exc=round(0.8 * n),
-            n_inh=n - round(0.8 * n),
-            synapse="coba",
-            tau_m=20.0,
-            v_rest=-60.0,
-            v_th=-50.0,
-            v_reset=-60.0,
-            t_ref=5.0,
-            tau_e=5.0,
-            tau_i=10.0,
-            e_exc=0.0,
-            e_inh=-80.0,
-            we=0.6,
-            wi=6.7,
-            drive=20.0,
-            delay=0.0,
-            connectivity="probability",
-            p_conn=min(1.0, 80.0 / n),
-            v_init="normal",
-            v_init_a=-55.0,
-            v_init_b=5.0,
-        )
-    if model == "coba-pynn":
-        # PyNN examples/VAbenchmarks.py: G_exc 4 nS, G_inh 51 nS (g_L = 10 nS), delay 0.2 ms,
-        # 20 Poisson sources at 100 Hz kick the network for 50 ms (p 0.01, 0.1 uS).
-        n = round(4000 * scale)
-        return LIFParams(
-            n_exc=round(0.8 * n),
-            n_inh=n - round(0.8 * n),
-            synapse="coba",
-            tau_m=20.0,
-            v_rest=-60.0,
-            v_th=-50.0,
-            v_reset=-60.0,
-            t_ref=5.0,
-            tau_e=5.0,
-            tau_i=10.0,
-            e_exc=0.0,
-            e_inh=-80.0,
-            we=0.4,
-            wi=5.1,
-            drive=0.0,
-            delay=0.2,
-            connectivity="probability",
-            p_conn=0.02,
-            kick_sources=20,
-            kick_rate=100.0,
-            kick_duration=50.0,
-            kick_p=0.01,
-            kick_weight=10.0,
-            v_init="uniform",
-            v_init_a=-60.0,
-            v_init_b=-50.0,
-        )
-    if model == "cuba":
-        # Brian2 examples/CUBA.py (benchmark 2 of Brette et al. 2007).
-        n = round(4000 * scale)
-        return LIFParams(
-            n_exc=round(0.8 * n),
-            n_inh=n - round(0.8 * n),
-            synapse="cuba",
-            tau_m=20.0,
-            v_rest=-49.0,
-            v_th=-50.0,
-            v_reset=-60.0,
-            t_ref=5.0,
-            tau_e=5.0,
-            tau_i=10.0,
-            we=1.62,
-            wi=-9.0,
-            drive=0.0,
-            delay=0.0,
-            connectivity="probability",
-            p_conn=0.02,
-            v_init="uniform",
-            v_init_a=-60.0,
-            v_init_b=-50.0,
-        )
+        cells = dict(n_exc=round(0.8 * n), n_inh=n - round(0.8 * n), tau_m=20.0, v_th=-50.0, v_reset=-60.0,
+                     t_ref=5.0, tau_e=5.0, tau_i=10.0, connectivity="probability")
+        conductance = dict(synapse="coba", v_rest=-60.0, e_exc=0.0, e_inh=-80.0)
+        uniform_v = dict(v_init="uniform", v_init_a=-60.0, v_init_b=-50.0)
+        if model == "coba":
+            # Brian2/BrainPy speed-comparison variant of Vogels & Abbott (2005): constant drive
+            # I = 20 mV, weights in units of g_L, no delay, every neuron keeps ~80 inputs at any N.
+            return LIFParams(**cells, **conductance, we=0.6, wi=6.7, drive=20.0, delay=0.0,
+                             p_conn=min(1.0, 80.0 / n), v_init="normal", v_init_a=-55.0, v_init_b=5.0)
+        if model == "coba-pynn":
+            # PyNN examples/VAbenchmarks.py: G_exc 4 nS, G_inh 51 nS (g_L = 10 nS), delay 0.2 ms,
+            # 20 Poisson sources at 100 Hz kick the network for 50 ms (p 0.01, 0.1 uS).
+            return LIFParams(**cells, **conductance, **uniform_v, we=0.4, wi=5.1, drive=0.0, delay=0.2,
+                             p_conn=0.02, kick_sources=20, kick_rate=100.0, kick_duration=50.0, kick_p=0.01,
+                             kick_weight=10.0)
+        # Brian2 examples/CUBA.py (benchmark 2).
+        return LIFParams(**cells, **uniform_v, synapse="cuba", v_rest=-49.0, we=1.62, wi=-9.0, drive=0.0,
+                         delay=0.0, p_conn=0.02)
     if model == "brunel":
         # Brunel (2000) model A: theta 20 mV, V_r 10 mV, tau_rp 2 ms, J 0.1 mV, D 1.5 ms,
         # epsilon 0.1 (fixed in-degree C_E, C_I), C_ext = C_E inputs at eta * nu_thr.
@@ -239,30 +179,12 @@ def preset(model: str, *, regime: str = "", scale: float = 1.0) -> LIFParams:
         c_exc, c_inh = max(1, round(0.1 * n_exc)), round(0.1 * n_inh)
         j = 0.1
         nu_thr = 20.0 / (j * c_exc * 20e-3)
-        return LIFParams(
-            n_exc=n_exc,
-            n_inh=n_inh,
-            synapse="delta",
-            tau_m=20.0,
-            v_rest=0.0,
-            v_th=20.0,
-            v_reset=10.0,
-            t_ref=2.0,
-            we=j,
-            wi=-g * j,
-            drive=0.0,
-            delay=1.5,
-            connectivity="indegree",
-            c_exc=c_exc,
-            c_inh=c_inh,
-            ext_inputs=c_exc,
-            ext_rate=eta * nu_thr,
-            ext_weight=j,
-            v_init="uniform",
-            v_init_a=10.0,
-            v_init_b=20.0,
-        )
+        return LIFParams(n_exc=n_exc, n_inh=n_inh, synapse="delta", tau_m=20.0, v_rest=0.0, v_th=20.0,
+                         v_reset=10.0, t_ref=2.0, we=j, wi=-g * j, drive=0.0, delay=1.5, connectivity="indegree",
+                         c_exc=c_exc, c_inh=c_inh, ext_inputs=c_exc, ext_rate=eta * nu_thr, ext_weight=j,
+                         v_init="uniform", v_init_a=10.0, v_init_b=20.0)
     raise ValueError(f"model={model!r} is not allowed: choose one of {', '.join(MODELS)}")
+# fmt: on
 
 
 def _neuron_ids(value: object, n: int) -> tuple[int, ...]:
