@@ -35,7 +35,7 @@ __all__ = ["RunStore", "StoreError", "open_run", "read_record", "check_out_path"
 RECORD = "dynascope_run"  # the group attribute holding the commit record
 FORMAT = "dynascope-run/1"
 FINAL_STATUSES = ("complete", "diverged", "stopped", "failed")
-CHUNK_BYTES = 1 << 17  # target size of one stored chunk file along an append dim
+CHUNK_BYTES = 1 << 18  # largest chunk file along an append dim
 
 
 class StoreError(ValueError):
@@ -113,9 +113,13 @@ class _Array:
         self.chunks = [max(1, n) for n in values.shape]
         self.length = 0  # filled length along the growing axis
         self.shape = list(values.shape)
+        self._block: tuple[int, np.ndarray] | None = None  # the last, partly filled chunk file
         if axis is not None:
+            # room for ~16 appends like the first, at most CHUNK_BYTES per file
             row_bytes = max(1, values.itemsize * (values.size // max(1, values.shape[axis])))
-            self.chunks[axis] = 1 << max(8, (CHUNK_BYTES // row_bytes).bit_length() - 1)
+            cap = max(16, CHUNK_BYTES // row_bytes)
+            want = 16 * max(1, values.shape[axis])
+            self.chunks[axis] = min(1 << (want - 1).bit_length(), 1 << (cap.bit_length() - 1))
             self.shape[axis] = 0
         _write_json(self.dir / ".zattrs", {"_ARRAY_DIMENSIONS": list(col.dims), **col.attrs})
         self.write(values)
@@ -153,12 +157,13 @@ class _Array:
         for k in range(start // size, (start + n - 1) // size + 1) if n else ():
             lo, hi = max(start, k * size), min(start + n, (k + 1) * size)
             path = self.dir / ".".join(str(k) if d == a else "0" for d in range(values.ndim))
-            exists = path.exists()
-            block = (
-                np.fromfile(path, dtype=self.dtype).reshape(self.chunks)
-                if exists
-                else np.zeros(self.chunks, dtype=self.dtype)
-            )
+            exists = lo > k * size  # the file already holds rows of this chunk
+            if self._block is not None and self._block[0] == k:
+                block = self._block[1]
+            elif exists:
+                block = np.fromfile(path, dtype=self.dtype).reshape(self.chunks)
+            else:
+                block = np.zeros(self.chunks, dtype=self.dtype)
             dst = [slice(None)] * values.ndim
             src = [slice(None)] * values.ndim
             dst[a] = slice(lo - k * size, hi - k * size)
@@ -168,6 +173,7 @@ class _Array:
                 _write_atomic(path, block.tobytes())
             else:  # new: beyond every committed extent until the record says otherwise
                 path.write_bytes(block.tobytes())
+            self._block = (k, block)
         self.length = start + n
 
     def trim(self) -> None:

@@ -44,6 +44,10 @@ def _settings(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+FIGURES = ("raster", "rates", "summary")  # explorer.export.FIGURES, without importing plotting here
+FORMATS = ("png", "svg", "html", "nc")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from engine.spiking.config import MODELS, REGIMES
 
@@ -74,6 +78,19 @@ def _build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="summarise a stored run, complete or not")
     info.add_argument("path", help="a run store")
     info.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    serve = sub.add_parser("serve", help="serve the dashboards (panel serve) on 127.0.0.1")
+    serve.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5006, help="port (default 5006)")
+    serve.add_argument("--open", dest="open_path", help="a stored run to show in the spiking app")
+    serve.add_argument("--runs", default="runs", help="folder for the stores of live runs (default runs/)")
+    serve.add_argument("--show", action="store_true", help="open a browser")
+
+    export = sub.add_parser("export", help="export a figure or the data of a stored run")
+    export.add_argument("path", help="a run store")
+    export.add_argument("--figure", choices=FIGURES, default="summary", help="which figure")
+    export.add_argument("--format", choices=FORMATS, default="png", help="png, svg, html (self-contained) or nc")
+    export.add_argument("--out", required=True, help="file to write")
     return parser
 
 
@@ -198,12 +215,31 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from explorer.serving import serve
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port} is out of range: allowed 1-65535")
+    return serve(args.address, args.port, open_path=args.open_path, runs=args.runs, show=args.show)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from engine.store import open_run
+    from explorer.export import export_run
+
+    ds = open_run(args.path)
+    out = export_run(ds, args.figure, args.format, args.out)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run_spiking, "info": _cmd_info, "serve": _cmd_serve, "export": _cmd_export}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        if args.command == "run":
-            return _cmd_run_spiking(args)
-        return _cmd_info(args)
+        return COMMANDS[args.command](args)
     except (UsageError, ValueError) as err:  # StoreError is a ValueError
         print(f"dynascope: error: {err}", file=sys.stderr)
         return EXIT_USAGE

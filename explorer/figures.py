@@ -16,10 +16,9 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from engine.spiking import SpikingConfig, cv_isi, population_rates, run, synchrony  # noqa: E402
+from explorer.style import COLORS  # noqa: E402
 
-__all__ = ["raster_and_rate", "brunel_regimes"]
-
-COLORS = {"E": "#c0392b", "I": "#2471a3"}
+__all__ = ["raster_and_rate", "brunel_regimes", "COLORS"]
 
 
 def raster_and_rate(

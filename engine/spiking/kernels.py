@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["advance", "poisson_draw", "KIND"]
+__all__ = ["advance", "poisson_cdf", "poisson_draw", "KIND"]
 
 KIND = {"coba": 0, "cuba": 1, "delta": 2}
 
@@ -50,19 +50,30 @@ def _uniform(key, counter):
     return np.float64(z >> _S11) * _TWO53
 
 
-@njit(cache=True)
-def poisson_draw(key, counter, lam_part, exp_part, n_parts):
-    """Poisson(n_parts * lam_part) by inversion of n_parts uniforms (counter-indexed)."""
+def poisson_cdf(lam: float) -> np.ndarray:
+    """Cumulative probabilities of Poisson(lam), k = 0, 1, ... until the tail is below 1e-17."""
+    p = np.exp(-lam)
+    f = p
+    cdf = [f]
+    k = 0
+    while k < 1000 and (k < lam or p > 1e-17 * f):
+        k += 1
+        p = p * lam / k
+        f = f + p
+        cdf.append(f)
+    return np.array(cdf)
+
+
+@njit(cache=True, inline="always")
+def poisson_draw(key, counter, cdf, n_parts):
+    """Poisson(n_parts * lam_part): n_parts inversions of counter-indexed uniforms on ``cdf``."""
     total = 0
+    last = cdf.shape[0] - 1
     for j in range(n_parts):
         u = _uniform(key, counter * _SUB + np.uint64(j))
         k = 0
-        p = exp_part
-        f = p
-        while u > f and k < 1000:
+        while k < last and u > cdf[k]:
             k += 1
-            p = p * lam_part / k
-            f = f + p
         total += k
     return total
 
@@ -86,8 +97,7 @@ def advance(
     pre_channel,
     w,
     key,
-    lam_part,
-    exp_part,
+    cdf,
     n_parts,
     ext_w,
     stim_step,
@@ -130,7 +140,7 @@ def advance(
         if n_parts > 0:
             base = np.uint64(step) * n_u
             for i in range(n):
-                k = poisson_draw(key, base + np.uint64(i), lam_part, exp_part, n_parts)
+                k = poisson_draw(key, base + np.uint64(i), cdf, n_parts)
                 if k > 0:
                     ring_e[i] += ext_w * k
         # -- state update, threshold and reset, vectorised over neurons; fired[i] flags spikes

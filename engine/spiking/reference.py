@@ -25,20 +25,11 @@ def _uniform(key: np.uint64, counter: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def _poisson(key, counters: np.ndarray, lam_part: float, exp_part: float, n_parts: int) -> np.ndarray:
+def _poisson(key, counters: np.ndarray, cdf: np.ndarray, n_parts: int) -> np.ndarray:
     total = np.zeros(counters.shape[0], dtype=np.int64)
     for j in range(n_parts):
         u = _uniform(key, counters * np.uint64(64) + np.uint64(j))
-        k = np.zeros(counters.shape[0], dtype=np.int64)
-        p = np.full(counters.shape[0], exp_part)
-        f = p.copy()
-        todo = u > f
-        while todo.any():
-            k[todo] += 1
-            p[todo] = p[todo] * lam_part / k[todo]
-            f[todo] = f[todo] + p[todo]
-            todo &= (u > f) & (k < 1000)
-        total += k
+        total += np.minimum(np.searchsorted(cdf, u, side="left"), cdf.shape[0] - 1)
     return total
 
 
@@ -60,8 +51,7 @@ def advance_numpy(
     pre_channel,
     w,
     key,
-    lam_part,
-    exp_part,
+    cdf,
     n_parts,
     ext_w,
     stim_step,
@@ -91,7 +81,7 @@ def advance_numpy(
         slot = step % n_delay
         ring_e, ring_i = ring[slot, 0], ring[slot, 1]
         if n_parts > 0:
-            k = _poisson(key, np.uint64(step) * np.uint64(n) + neurons, lam_part, exp_part, n_parts)
+            k = _poisson(key, np.uint64(step) * np.uint64(n) + neurons, cdf, n_parts)
             hit = k > 0
             ring_e[hit] += ext_w * k[hit]
         r = refr - 1

@@ -18,7 +18,7 @@ import numpy as np
 import engine
 from engine.chunk import Chunk, concat
 from engine.spiking.config import UPDATABLE, LIFParams, SpikingConfig
-from engine.spiking.kernels import KIND, POISSON_PART, advance
+from engine.spiking.kernels import KIND, POISSON_PART, advance, poisson_cdf
 from engine.spiking.network import Network, build_network
 from engine.spiking.reference import advance_numpy
 from engine.stream import ChunkStream, RunStopped
@@ -82,6 +82,11 @@ class SpikingStream(ChunkStream):
         self._set_params(p)
         self._static = self._static_chunk()
 
+    @property
+    def population_labels(self) -> np.ndarray:
+        """Population label ("E" or "I") of every neuron."""
+        return np.array(POPULATIONS)[self.net.population]
+
     # -- parameters -----------------------------------------------------------------------
     def _set_params(self, p: LIFParams) -> None:
         dt, f = self.config.dt, self.dtype.type
@@ -110,8 +115,7 @@ class SpikingStream(ChunkStream):
                 f"ext_rate={p.ext_rate:g} is out of range: ext_inputs x ext_rate x dt must be "
                 f"<= {64 * POISSON_PART:g} expected input spikes per step"
             )
-        self.lam_part = lam / self.n_parts if self.n_parts else 0.0
-        self.exp_part = math.exp(-self.lam_part)
+        self.cdf = poisson_cdf(lam / self.n_parts if self.n_parts else 0.0)
         self.ext_w = f(p.ext_weight)
         self.stim_w = f(p.kick_weight)
 
@@ -191,8 +195,7 @@ class SpikingStream(ChunkStream):
                 net.pre_channel,
                 self.w,
                 self.key,
-                self.lam_part,
-                self.exp_part,
+                self.cdf,
                 self.n_parts,
                 self.ext_w,
                 net.stim_step,

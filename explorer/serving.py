@@ -1,0 +1,89 @@
+"""Serving the dashboards: ``dynascope serve`` runs ``panel serve`` on every app in ``panels/``.
+
+The server binds to 127.0.0.1 unless told otherwise. Options reach the apps through the
+environment (``DYNASCOPE_RUNS``: where live runs are stored; ``DYNASCOPE_OPEN``: a stored run to
+show at start), never through URL parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["PANELS", "app_options", "index_page", "serve_command", "serve"]
+
+PANELS = Path(__file__).resolve().parents[1] / "panels"
+APPS = {
+    "spiking": "Spiking networks: COBA, CUBA and Brunel's E/I regimes, live raster and rates, "
+    "sliders on the running network, stored runs, export."
+}
+
+
+def app_options() -> dict:
+    """Options for an app from the server's environment."""
+    path = os.environ.get("DYNASCOPE_OPEN")
+    return {"open_path": path} if path else {}
+
+
+def index_page():
+    import panel as pn
+
+    items = "\n".join(f"- [**{name}**](./{name}): {text}" for name, text in APPS.items())
+    return pn.Column(
+        pn.pane.Markdown(f"# Dynascope\n\nAn explorer for the dynamics of neural networks.\n\n{items}"),
+        sizing_mode="stretch_width",
+    )
+
+
+def serve_command(address: str, port: int) -> list[str]:
+    if not PANELS.is_dir():
+        raise ValueError(f"the apps folder {PANELS} is missing: serve from a clone of the repository")
+    apps = [str(PANELS / "index.py"), *(str(PANELS / f"{name}.py") for name in APPS)]
+    return [
+        sys.executable,
+        "-m",
+        "panel",
+        "serve",
+        *apps,
+        "--address",
+        address,
+        "--port",
+        str(port),
+        "--allow-websocket-origin",
+        f"{address}:{port}",
+        "--check-unused-sessions",
+        "1000",
+        "--unused-session-lifetime",
+        "1000",
+        "--num-procs",
+        "1",
+    ]
+
+
+def serve(
+    address: str = "127.0.0.1",
+    port: int = 5006,
+    *,
+    open_path: str | None = None,
+    runs: str | None = None,
+    show: bool = False,
+) -> int:
+    """Run the server in the foreground until interrupted."""
+    env = dict(os.environ)
+    if runs:
+        env["DYNASCOPE_RUNS"] = str(Path(runs).expanduser().absolute())
+    if open_path:
+        from engine.store import read_record
+
+        read_record(open_path)  # a clear one-line error before the server starts
+        env["DYNASCOPE_OPEN"] = str(Path(open_path).expanduser().absolute())
+    cmd = serve_command(address, port)
+    if show:
+        cmd.append("--show")
+    print(f"Dynascope at http://{address}:{port}/index  (spiking: http://{address}:{port}/spiking)", flush=True)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0

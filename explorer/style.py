@@ -1,0 +1,3 @@
+"""Shared visual constants."""
+
+COLORS = {"E": "#c0392b", "I": "#2471a3"}  # excitatory, inhibitory

@@ -1,0 +1,10 @@
+"""Live spiking networks: `dynascope serve`, or `panel serve panels/spiking.py`."""
+
+import panel as pn
+
+from explorer.serving import app_options
+from explorer.spiking_app import SpikingExplorer
+
+pn.extension(notifications=True)
+
+SpikingExplorer(**app_options()).servable(title="Dynascope · spiking networks")
