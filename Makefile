@@ -1,5 +1,5 @@
 # Two entry points, each working from a clean clone:
-#   make run    install, then run the main job
+#   make run    install, then serve the dashboards on http://127.0.0.1:5006
 #   make test   install with the test extras, then run every test
 PY      ?= python3
 VENV    ?= .venv
@@ -18,9 +18,7 @@ install-test: $(BIN)/python
 	$(PIP) -e ".[test,dev]"
 
 run: install
-	mkdir -p runs
-	$(BIN)/dynascope run spiking --model coba --duration 1 --out runs/coba.zarr
-	$(BIN)/dynascope run spiking --model brunel --regime C --duration 0.5 --out runs/brunel-C.zarr
+	$(BIN)/dynascope serve --runs runs
 
 test: install-test
 	$(BIN)/python -m pytest

@@ -135,9 +135,20 @@ class SpikingExplorer(pn.viewable.Viewer):
             name="raster neurons", start=0, end=2500, value=(0, 2500), step=10, css_classes=["neuron-range"]
         )
         self.neuron_range.param.watch(self._on_range, "value")
-        self.window_input = pn.widgets.FloatSlider(name="time window (ms)", start=100, end=5000, value=1000, step=100)
+        self.window_input = pn.widgets.FloatSlider(
+            name="time window (ms)", start=100, end=5000, value=1000, step=100, css_classes=["window-slider"]
+        )
         self.window_input.param.watch(self._on_window, "value")
-        self.webgl_box = pn.widgets.Checkbox(name="WebGL raster (with a GPU)", value=False)
+        self.rows_input = pn.widgets.IntInput(
+            name="raster rows (most neurons drawn)",
+            value=self.raster.max_rows,
+            start=10,
+            end=100_000,
+            css_classes=["rows-input"],
+            width=200,
+        )
+        self.rows_input.param.watch(self._on_rows, "value")
+        self.webgl_box = pn.widgets.Checkbox(name="WebGL raster (with a GPU)", value=False, css_classes=["webgl"])
         self.webgl_box.param.watch(self._on_webgl, "value")
         self.figure_select = pn.widgets.Select(name="figure", options=list(FIGURES), value="raster", width=110)
         self.format_select = pn.widgets.Select(name="format", options=list(FORMATS), value="png", width=80)
@@ -230,10 +241,14 @@ class SpikingExplorer(pn.viewable.Viewer):
             self.live.speed = SPEEDS[self.speed]
 
     def _on_range(self, event) -> None:
-        self.raster.neuron_range = tuple(event.new)
+        self.raster.neuron_range = tuple(self.neuron_range.value)
         self.raster.reset()
         if self.loaded is not None:
             self.raster.load(self.loaded)
+
+    def _on_rows(self, event) -> None:
+        self.raster.max_rows = int(event.new)
+        self._on_range(None)
 
     def _on_webgl(self, event) -> None:
         self.raster.fig.output_backend = "webgl" if event.new else "canvas"
@@ -410,6 +425,7 @@ class SpikingExplorer(pn.viewable.Viewer):
             pn.Row(self.start_btn, self.pause_btn, self.reset_btn),
             "### View",
             self.neuron_range,
+            self.rows_input,
             self.window_input,
             self.webgl_box,
             "### Export",

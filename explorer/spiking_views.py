@@ -11,7 +11,7 @@ the browser's own widget changes by seconds.
 
 from __future__ import annotations
 
-from collections import deque
+import time
 
 import numpy as np
 import panel as pn
@@ -81,7 +81,11 @@ class RasterView(_TimeView):
     neuron_range = param.Range(default=(0, 1000), bounds=(0, None), doc="neurons shown [first, last)")
     max_rows = param.Integer(default=400, bounds=(10, 100_000), doc="most neurons drawn (evenly spaced)")
     max_points = param.Integer(default=100_000, bounds=(1000, 2_000_000), doc="points kept on screen")
-    webgl = param.Boolean(default=False, doc="draw with WebGL (fast with a GPU; slow in software)")
+    draw_budget = param.Number(
+        default=100_000.0,
+        bounds=(1e3, None),
+        doc="canvas points redrawn per second: a fuller raster is redrawn less often",
+    )
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -90,7 +94,7 @@ class RasterView(_TimeView):
             "Spike raster",
             "neuron",
             340,
-            output_backend="webgl" if self.webgl else "canvas",
+            output_backend="canvas",
             x_range=Range1d(0, self.window_ms),
             y_range=Range1d(*self.neuron_range),
         )
@@ -108,7 +112,8 @@ class RasterView(_TimeView):
         self.fig.legend.location = "top_left"
         self.fig.legend.orientation = "horizontal"
         self.points = 0
-        self._pushes: deque[tuple[float, dict[str, int]]] = deque()  # (end time, points per population)
+        self._pending: list[dict[str, dict]] = []  # rows not yet sent to the browser
+        self._drawn_at = 0.0
 
     @staticmethod
     def _empty() -> dict:
@@ -132,23 +137,35 @@ class RasterView(_TimeView):
         for source in self.sources.values():
             source.data = self._empty()
         self.points = 0
-        self._pushes.clear()
+        self._pending.clear()
 
     def push(self, chunk, labels: np.ndarray, t_end: float) -> None:
-        """Stream the new spikes; keep only points inside the time window (and max_points)."""
-        rows = self._rows(chunk, labels)
-        self._pushes.append((t_end, {pop: len(r["time"]) for pop, r in rows.items()}))
-        while self._pushes and self._pushes[0][0] < t_end - self.window_ms:
-            self._pushes.popleft()
-        total = 0
+        """Stream the new spikes; keep only points inside the time window (and max_points).
+
+        With the canvas renderer a raster of P points is redrawn at most every
+        P / draw_budget seconds (up to 1 s): a browser drawing 100k points in software then stays
+        free to answer its controls. New spikes wait on the server meanwhile.
+        """
+        self._pending.append(self._rows(chunk, labels))
+        now = time.perf_counter()
+        interval = 0.0 if self.fig.output_backend == "webgl" else min(1.0, self.points / self.draw_budget)
+        if now - self._drawn_at < interval:
+            return
+        self._drawn_at = now
+        pending, self._pending = self._pending, []
+        rows = {pop: {k: np.concatenate([p[pop][k] for p in pending]) for k in ("time", "neuron")} for pop in COLORS}
+        cutoff = t_end - self.window_ms
+        inside = {
+            pop: int((np.asarray(src.data["time"]) > cutoff).sum() + (rows[pop]["time"] > cutoff).sum())
+            for pop, src in self.sources.items()
+        }
+        total = sum(inside.values())
+        self.points = 0
         for pop, source in self.sources.items():
-            keep = sum(n[pop] for _, n in self._pushes)
-            keep = min(keep, self.max_points * keep // max(1, sum(sum(n.values()) for _, n in self._pushes)))
-            have = len(source.data["time"])
-            if len(rows[pop]["time"]) or keep < have:
-                source.stream(rows[pop], rollover=max(keep, 1))
-            total += min(have + len(rows[pop]["time"]), max(keep, 1))
-        self.points = total
+            keep = max(1, min(inside[pop], self.max_points * inside[pop] // max(1, total)))
+            if len(rows[pop]["time"]) or keep < len(source.data["time"]):
+                source.stream(rows[pop], rollover=keep)  # rows arrive in time order: keep the newest
+            self.points += len(source.data["time"])
         self._follow(t_end)
 
     def load(self, ds) -> None:

@@ -172,3 +172,61 @@ def test_two_sessions_run_independent_networks(browser, server, runs, clean_log)
         wait_for(lambda s=store: open_run(s).sizes.get("chunk", 0) > 0, what="stored chunks")
         etas.append(sorted(set(open_run(store)["eta"].values.round(3))))
     assert sorted(etas) == [[2.0], [2.0, 6.0]]  # only B's network saw the slider
+
+
+def test_serve_open_shows_a_stored_run(browser, tmp_path):
+    """``dynascope serve --open PATH`` prints its URL and shows that run at start."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from browser import free_port
+
+    store = tmp_path / "shown.zarr"
+    assert (
+        run_cli(
+            "run", "spiking", "--model", "cuba", "--scale", "0.1", "--duration", "0.2", "--out", str(store), "--quiet"
+        ).returncode
+        == 0
+    )
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "explorer.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--open",
+            str(store),
+            "--runs",
+            str(tmp_path / "runs"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def up():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/spiking", timeout=30).status == 200
+            except OSError:
+                return False
+
+        wait_for(up, timeout=90, every=0.5, what="dynascope serve")
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(f"http://127.0.0.1:{port}/spiking")
+        wait_for(lambda: "stored run" in status(page), what="the stored run")
+        assert f"{open_run(store).sizes['spike']:,} spikes" in status(page)
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/index", timeout=30).status == 200
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+    text_log = (tmp_path / "serve.log").read_text()
+    assert f"http://127.0.0.1:{port}/index" in text_log
+    assert "Traceback" not in text_log

@@ -203,3 +203,42 @@ def test_non_finite_state_stops_the_stream():
     with pytest.raises(RunStopped, match="non-finite"):
         next(stream)
     assert stream.done
+
+
+@pytest.mark.parametrize(
+    ("args", "words"), [(["--open", "nowhere.zarr"], "does not exist"), (["--port", "70000"], "--port 70000")]
+)
+def test_serve_rejects_bad_input(args, words):
+    proc = run_cli("serve", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0]
+
+
+def test_export_writes_each_format(tmp_path):
+    store = tmp_path / "r.zarr"
+    assert (
+        run_cli(
+            "run", "spiking", "--model", "coba", "--scale", "0.1", "--duration", "0.2", "--out", str(store), "--quiet"
+        ).returncode
+        == 0
+    )
+    magic = {"png": b"\x89PNG", "svg": b"<?xml", "html": b"<!DOCTYPE html>", "nc": b"CDF"}
+    for fmt, head in magic.items():
+        out = tmp_path / f"fig.{fmt}"
+        proc = run_cli("export", str(store), "--figure", "raster", "--format", fmt, "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes().lstrip()[: len(head)] == head, fmt
+    proc = run_cli("export", str(store), "--format", "png", "--out", str(tmp_path / "missing" / "f.png"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_exported_netcdf_round_trips(tmp_path):
+    import xarray as xr
+
+    store = tmp_path / "r.zarr"
+    run_cli("run", "spiking", "--model", "coba", "--scale", "0.1", "--duration", "0.2", "--out", str(store), "--quiet")
+    assert run_cli("export", str(store), "--format", "nc", "--out", str(tmp_path / "r.nc")).returncode == 0
+    back = xr.open_dataset(tmp_path / "r.nc", engine="scipy")
+    np.testing.assert_array_equal(back["spike_time"].values, open_run(store)["spike_time"].values)
+    assert back["spike_time"].attrs["units"] == "ms"
