@@ -161,7 +161,7 @@ def browser_run(seconds: float) -> dict:
                 scale.fill("1")
                 scale.press("Enter")
                 time.sleep(1.0)
-                for speed in ("1x", "max"):
+                for speed in ("1x", "2x", "max"):
                     page.get_by_role("button", name=speed, exact=True).click()
                     page.get_by_role("button", name="Start").click()
                     time.sleep(seconds)

@@ -81,7 +81,7 @@ class SpikingExplorer(pn.viewable.Viewer):
         duration: float = 3600.0,
         chunk_ms: float = 50.0,
         open_path: str | None = None,
-        period_ms: int = 100,
+        period_ms: int = 80,
         **params,
     ):
         super().__init__(**params)
