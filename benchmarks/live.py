@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -142,69 +143,9 @@ def _status_numbers(text: str) -> dict:
     return out
 
 
-def browser_run(seconds: float) -> dict:
-    from browser import CHROMIUM, CHROMIUM_ARGS, Server, status
-    from playwright.sync_api import sync_playwright
-
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(ROOT, Path(tmp) / "server.log", env={"DYNASCOPE_RUNS": tmp})
-        try:
-            with sync_playwright() as p:
-                b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                page = b.new_page(viewport={"width": 1500, "height": 1300})
-                page.goto(f"{server.url}/spiking")
-                page.get_by_role("button", name="Start").wait_for(timeout=60_000)
-                page.locator("select").first.select_option("coba")
-                time.sleep(1.0)
-                scale = page.locator(".scale-input input").first
-                scale.fill("1")
-                scale.press("Enter")
-                time.sleep(1.0)
-                for speed in ("1x", "2x", "max"):
-                    page.get_by_role("button", name=speed, exact=True).click()
-                    page.get_by_role("button", name="Start").click()
-                    time.sleep(seconds)
-                    results[f"speed {speed}"] = _status_numbers(status(page))
-                    page.get_by_role("button", name="Reset").click()
-                    time.sleep(1.0)
-                # ~100k points: every neuron, a 1.2 s window, at 1x
-                page.get_by_role("button", name="1x", exact=True).click()
-                rows = page.locator(".rows-input input").first
-                rows.fill("4000")
-                rows.press("Enter")
-                handle = page.locator(".window-slider .noUi-handle").first
-                handle.focus()
-                handle.press("ArrowRight")
-                handle.press("ArrowRight")
-                page.get_by_role("button", name="Start").click()
-                time.sleep(4.0)
-                for renderer in ("canvas", "webgl"):
-                    if renderer == "webgl":
-                        page.locator(".webgl input").first.check()
-                        time.sleep(2.0)
-                    fps = page.evaluate(JS_FPS, 4000)
-                    latencies = []
-                    g_handle = page.locator(".g-slider .noUi-handle").first
-                    for k in range(5):
-                        before = page.evaluate(JS_G)
-                        g_handle.focus()
-                        t0 = time.perf_counter()
-                        g_handle.press("ArrowRight" if k % 2 == 0 else "ArrowLeft")
-                        while page.evaluate(JS_G) == before and time.perf_counter() - t0 < 20:
-                            time.sleep(0.01)
-                        latencies.append((time.perf_counter() - t0) * 1000)
-                    numbers = _status_numbers(status(page))
-                    round_trip = statistics.median(latencies)
-                    results[f"100k points, {renderer}"] = {"fps": fps, "slider_round_trip_ms": round_trip, **numbers}
-                b.close()
-        finally:
-            server.close()
-    return results
-
-
-def screenshot(path: Path, seconds: float = 5.0) -> None:
-    """The dashboard running Brunel C (scale 0.2) for a few seconds, as a PNG (for the README)."""
+@contextmanager
+def dashboard(height: int = 1300):
+    """A fresh ``panel serve`` and one Chromium page on the spiking app."""
     from browser import CHROMIUM, CHROMIUM_ARGS, Server
     from playwright.sync_api import sync_playwright
 
@@ -213,17 +154,73 @@ def screenshot(path: Path, seconds: float = 5.0) -> None:
         try:
             with sync_playwright() as p:
                 b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                page = b.new_page(viewport={"width": 1500, "height": 1250})
+                page = b.new_page(viewport={"width": 1500, "height": height})
                 page.goto(f"{server.url}/spiking")
                 page.get_by_role("button", name="Start").wait_for(timeout=60_000)
-                page.get_by_role("button", name="Start").click()
-                time.sleep(seconds)
-                page.get_by_role("button", name="Pause").click()
-                time.sleep(1.5)
-                page.screenshot(path=str(path), full_page=True)
+                yield page
                 b.close()
         finally:
             server.close()
+
+
+def browser_run(seconds: float) -> dict:
+    from browser import status
+
+    results = {}
+    with dashboard() as page:
+        page.locator("select").first.select_option("coba")
+        time.sleep(1.0)
+        scale = page.locator(".scale-input input").first
+        scale.fill("1")
+        scale.press("Enter")
+        time.sleep(1.0)
+        for speed in ("1x", "2x", "max"):
+            page.get_by_role("button", name=speed, exact=True).click()
+            page.get_by_role("button", name="Start").click()
+            time.sleep(seconds)
+            results[f"speed {speed}"] = _status_numbers(status(page))
+            page.get_by_role("button", name="Reset").click()
+            time.sleep(1.0)
+        # ~100k points: every neuron, a 1.2 s window, at 1x
+        page.get_by_role("button", name="1x", exact=True).click()
+        rows = page.locator(".rows-input input").first
+        rows.fill("4000")
+        rows.press("Enter")
+        handle = page.locator(".window-slider .noUi-handle").first
+        handle.focus()
+        handle.press("ArrowRight")
+        handle.press("ArrowRight")
+        page.get_by_role("button", name="Start").click()
+        time.sleep(4.0)
+        for renderer in ("canvas", "webgl"):
+            if renderer == "webgl":
+                page.locator(".webgl input").first.check()
+                time.sleep(2.0)
+            fps = page.evaluate(JS_FPS, 4000)
+            latencies = []
+            g_handle = page.locator(".g-slider .noUi-handle").first
+            for k in range(5):
+                before = page.evaluate(JS_G)
+                g_handle.focus()
+                t0 = time.perf_counter()
+                g_handle.press("ArrowRight" if k % 2 == 0 else "ArrowLeft")
+                while page.evaluate(JS_G) == before and time.perf_counter() - t0 < 20:
+                    time.sleep(0.01)
+                latencies.append((time.perf_counter() - t0) * 1000)
+            numbers = _status_numbers(status(page))
+            round_trip = statistics.median(latencies)
+            results[f"100k points, {renderer}"] = {"fps": fps, "slider_round_trip_ms": round_trip, **numbers}
+    return results
+
+
+def screenshot(path: Path, seconds: float = 5.0) -> None:
+    """The dashboard running Brunel C (scale 0.2) for a few seconds, as a PNG (for the README)."""
+    with dashboard(height=1250) as page:
+        page.get_by_role("button", name="Start").click()
+        time.sleep(seconds)
+        page.get_by_role("button", name="Pause").click()
+        time.sleep(1.5)
+        page.screenshot(path=str(path), full_page=True)
 
 
 def main() -> int:

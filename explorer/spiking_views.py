@@ -20,7 +20,7 @@ from bokeh.models import ColumnDataSource, HoverTool, Label, Range1d
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
-from engine.spiking.analysis import neuron_rates
+from engine.spiking.analysis import neuron_cv_isi, neuron_rates
 from engine.spiking.phase import load_phase_grid
 from explorer.style import COLORS
 
@@ -313,26 +313,8 @@ class HistogramView(pn.viewable.Viewer):
         super().__init__(**params)
         self.rate_source = ColumnDataSource({"left": [], "right": [], "E": [], "I": []})
         self.cv_source = ColumnDataSource({"left": [], "right": [], "E": [], "I": []})
-        self.rate_fig = figure(
-            title="Rates of single neurons",
-            height=220,
-            sizing_mode="stretch_width",
-            x_axis_label="rate (Hz)",
-            y_axis_label="neurons (%)",
-            tools="save",
-            x_range=Range1d(0, 100),
-            y_range=Range1d(0, 100),
-        )
-        self.cv_fig = figure(
-            title="ISI irregularity",
-            height=220,
-            sizing_mode="stretch_width",
-            x_axis_label="ISI CV",
-            y_axis_label="neurons (%)",
-            tools="save",
-            x_range=Range1d(0, 1.5),
-            y_range=Range1d(0, 100),
-        )
+        self.rate_fig = _hist_fig("Rates of single neurons", "rate (Hz)", 100.0)
+        self.cv_fig = _hist_fig("ISI irregularity", "ISI CV", 1.5)
         for fig, src in ((self.rate_fig, self.rate_source), (self.cv_fig, self.cv_source)):
             for pop, color in COLORS.items():
                 fig.quad(
@@ -353,7 +335,7 @@ class HistogramView(pn.viewable.Viewer):
         """Recompute from the spikes of ``ds`` in ``(t_start, t_stop]``."""
         labels = np.asarray(ds["population"].values).astype(str)
         rates = neuron_rates(ds, t_start, t_stop)
-        cvs = _cv_per_neuron(ds, t_start, t_stop)
+        cvs = neuron_cv_isi(ds, t_start, t_stop)
         for fig, source, values, floor in (
             (self.rate_fig, self.rate_source, rates, 1.0),
             (self.cv_fig, self.cv_source, cvs, 1.5),
@@ -371,22 +353,17 @@ class HistogramView(pn.viewable.Viewer):
         )
 
 
-def _cv_per_neuron(ds, t_start: float, t_stop: float) -> np.ndarray:
-    t = np.asarray(ds["spike_time"].values)
-    i = np.asarray(ds["spike_neuron"].values)
-    keep = (t > t_start) & (t <= t_stop)
-    t, i = t[keep], i[keep]
-    order = np.lexsort((t, i))
-    t, i = t[order], i[order]
-    same = i[1:] == i[:-1]
-    isi, owner = np.diff(t)[same], i[1:][same]
-    n = ds.sizes["neuron"]
-    count = np.bincount(owner, minlength=n).astype(float)
-    mean = np.bincount(owner, isi, minlength=n) / np.maximum(count, 1)
-    var = np.bincount(owner, isi * isi, minlength=n) / np.maximum(count, 1) - mean**2
-    cv = np.sqrt(np.maximum(var, 0)) / np.where(mean > 0, mean, np.nan)
-    cv[count < 2] = np.nan
-    return cv
+def _hist_fig(title: str, x_label: str, x_max: float) -> figure:
+    return figure(
+        title=title,
+        height=220,
+        sizing_mode="stretch_width",
+        x_axis_label=x_label,
+        y_axis_label="neurons (%)",
+        tools="save",
+        x_range=Range1d(0, x_max),
+        y_range=Range1d(0, 100),
+    )
 
 
 def _hist(values: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> dict:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = [
+    "neuron_cv_isi",
     "window",
     "population_rates",
     "neuron_rates",
@@ -78,8 +79,8 @@ def population_rates(ds: xr.Dataset, t_start: float = 0.0, t_stop: float | None 
     }
 
 
-def cv_isi(ds: xr.Dataset, t_start: float = 0.0, t_stop: float | None = None, min_spikes: int = 3) -> dict[str, float]:
-    """Mean ISI coefficient of variation per population and over all neurons (``"all"``)."""
+def neuron_cv_isi(ds: xr.Dataset, t_start: float = 0.0, t_stop: float | None = None, min_spikes: int = 3) -> np.ndarray:
+    """ISI coefficient of variation of every neuron (NaN with fewer than ``min_spikes`` spikes)."""
     t0, t1 = window(ds, t_start, t_stop)
     t, i = _spikes(ds, t0, t1)
     order = np.lexsort((t, i))
@@ -94,7 +95,12 @@ def cv_isi(ds: xr.Dataset, t_start: float = 0.0, t_stop: float | None = None, mi
     ok = count >= max(2, min_spikes - 1)
     mean = np.where(ok, s1 / np.maximum(count, 1), np.nan)
     var = np.where(ok, s2 / np.maximum(count, 1) - mean**2, np.nan)
-    cv = np.sqrt(np.maximum(var, 0)) / mean
+    return np.sqrt(np.maximum(var, 0)) / mean
+
+
+def cv_isi(ds: xr.Dataset, t_start: float = 0.0, t_stop: float | None = None, min_spikes: int = 3) -> dict[str, float]:
+    """Mean ISI coefficient of variation per population and over all neurons (``"all"``)."""
+    cv = neuron_cv_isi(ds, t_start, t_stop, min_spikes)
     codes, names = _pop_codes(ds)
     out = {name: _nanmean(cv[codes == k]) for k, name in enumerate(names)}
     out["all"] = _nanmean(cv)
