@@ -80,6 +80,21 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="a run store")
     info.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
+    sweep = sub.add_parser("sweep", help="run a sweep on Dask and store it")
+    kinds = sweep.add_subparsers(dest="sweep_kind", required=True, parser_class=_Parser)
+    deg = kinds.add_parser("degeneracy", help="solution degeneracy of task-trained RNNs across a knob")
+    deg.add_argument("--task", choices=("flipflop", "discrimination", "sine", "path"), default="flipflop")
+    deg.add_argument("--vary", required=True, metavar="KNOB=V1,V2,...",
+                     help="the varied knob and its values, e.g. channels=1,2,3 or hidden=32,128")
+    deg.add_argument("--seeds", type=int, default=8, help="networks per condition")
+    deg.add_argument("--hidden", type=int, default=64, help="units per network")
+    deg.add_argument("--max-steps", type=int, default=6000, help="cap on training steps")
+    deg.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    deg.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
+    deg.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    deg.add_argument("--out", required=True, help="Zarr store of the sweep (an unfinished one resumes)")
+    deg.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
     serve = sub.add_parser("serve", help="serve the dashboards (panel serve) on 127.0.0.1")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5006, help="port (default 5006)")
@@ -220,12 +235,29 @@ def _progress(total_seconds: float, *, quiet: bool):
 def _cmd_info(args: argparse.Namespace) -> int:
     from engine.store import open_chunk, read_record
 
+    if _is_sweep(args.path):
+        from engine.rnn.sweep import sweep_summary
+
+        summary = sweep_summary(args.path)
+        summary["path"] = args.path
+        _print_sweep(summary, args.json)
+        return 0
     record = read_record(args.path)
     ds = open_chunk(args.path)
     summary = _summarise(ds, record)
     summary["path"] = args.path
     _print_summary(summary, args.json)
     return 0
+
+
+def _is_sweep(path: str) -> bool:
+    from pathlib import Path
+
+    try:
+        attrs = json.loads((Path(path).expanduser() / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(attrs, dict) and "dynascope_sweep" in attrs
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -246,7 +278,59 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run_spiking, "info": _cmd_info, "serve": _cmd_serve, "export": _cmd_export}
+def _number(text: str) -> int | float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--vary value {text!r} is not a number") from None
+    return int(value) if value.is_integer() else value
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from engine.rnn.sweep import SweepSpec, run_sweep, sweep_summary
+
+    knob, sep, values = args.vary.partition("=")
+    if not sep or not knob or not values:
+        raise UsageError(f"--vary {args.vary!r}: expected KNOB=V1,V2,...")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers} is out of range: at least 1")
+    spec = SweepSpec(task=args.task, knob=knob.strip(), values=tuple(_number(v) for v in values.split(",")),
+                     seeds=args.seeds, hidden=args.hidden, max_steps=args.max_steps, lr=args.lr)
+    quiet = args.json or not sys.stderr.isatty()
+
+    def progress(row):
+        if not quiet:
+            print(f"condition {row['index']}: {row['n_converged']}/{spec.seeds} converged, trained in "
+                  f"{row['train_seconds']:.1f} s", file=sys.stderr)
+
+    try:
+        run_sweep(spec, args.out, scheduler=args.scheduler, workers=args.workers, progress=progress)
+    except (OSError, TimeoutError) as err:
+        raise UsageError(f"cannot reach the Dask scheduler {args.scheduler}: {err}") from None
+    summary = sweep_summary(args.out)
+    summary["out"] = args.out
+    summary["wall_seconds"] = time.perf_counter() - _T0
+    _print_sweep(summary, args.json)
+    return 0
+
+
+def _print_sweep(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_clean(summary), sort_keys=True))
+        return
+    knob = summary["knob"]
+    print(f"sweep      {summary['task']}, {knob} varied, {summary['seeds']} networks per condition, "
+          f"{'complete' if summary['complete'] else 'incomplete'}")
+    print(f"{knob:>10} {'converged':>10} {'dynamics':>10} {'weights':>10} {'sigma_OOD':>10}")
+    for row in summary["conditions"]:
+        def f(x):
+            return "-" if x is None else f"{x:.4g}"
+        print(f"{row[knob]!s:>10} {row['n_converged']:>10} {f(row['dynamics_degeneracy']):>10} "
+              f"{f(row['weight_degeneracy']):>10} {f(row['sigma_ood']):>10}")
+
+
+COMMANDS = {"run": _cmd_run_spiking, "info": _cmd_info, "serve": _cmd_serve, "export": _cmd_export,
+            "sweep": _cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,323 @@
+"""Degeneracy sweeps: one ensemble per condition, trained and measured on Dask, in one Zarr store.
+
+A sweep varies one knob (a task knob such as ``channels``, or ``hidden`` for width) over a few
+values; each condition trains ``seeds`` networks as one batched ensemble
+(:mod:`engine.rnn.ensemble`) and measures, over its converged networks only, the three
+degeneracy levels (:mod:`engine.rnn.metrics`). Conditions are independent Dask tasks
+(``LocalCluster`` with one torch thread per worker process by default, or an existing cluster);
+each writes its own region of the store (Zarr chunks of one condition), and marks itself done,
+so an interrupted sweep resumes by skipping finished conditions.
+
+Store variables (dims ``condition``, ``net``, ``net2``, ``unit``, ``unit2``):
+``converged``, ``diverged``, ``train_steps``, ``final_loss``, ``ood_mse`` per network;
+``dsa``, ``pif`` pairwise matrices (NaN outside converged networks); ``w_h`` recurrent
+weights (padded with NaN to the widest condition); per condition ``n_converged``,
+``dynamics_degeneracy`` (mean DSA), ``weight_degeneracy`` (mean PIF), ``sigma_ood``,
+``weight_change`` (mean relative ||W_T - W_0||) and ``done``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import Config, bounded, choice, integer
+from engine.rnn.tasks import TASKS, make_task
+
+__all__ = ["SweepSpec", "run_condition", "init_store", "run_sweep", "sweep_summary", "SWEEP_ATTR"]
+
+SWEEP_ATTR = "dynascope_sweep"
+WIDTH_KNOB = "hidden"
+
+
+@dataclass(frozen=True)
+class SweepSpec(Config):
+    task: str = choice("flipflop", tuple(TASKS), doc="task")
+    knob: str = field(default="channels", metadata={"doc": "the varied knob: a task field, or hidden (width)"})
+    values: tuple = field(default=(1, 3), metadata={"doc": "its values, one condition each"})
+    seeds: int = integer(8, 2, 4096, doc="networks per condition")
+    hidden: int = integer(64, 2, 4096, doc="units per network (unless the knob is hidden)")
+    lr: float = bounded(3e-3, 0.0, 1.0, lo_open=True, doc="Adam learning rate")
+    batch: int = integer(32, 1, 100_000, doc="trials per step")
+    max_steps: int = integer(6000, 1, 10_000_000, doc="cap on training steps")
+    epoch_steps: int = integer(50, 1, 100_000, doc="steps per epoch of the stopping rule")
+    seed: int = integer(0, 0, 2**31 - 1, doc="base seed: network j of condition c uses seed + 1000 c + j")
+    test_trials: int = integer(16, 1, 10_000, doc="fixed test trials for trajectories (DSA)")
+    ood_trials: int = integer(64, 1, 100_000, doc="out-of-distribution trials for sigma_OOD")
+    dsa_delays: int = integer(10, 1, 1000, doc="DSA delay embedding")
+    dsa_rank: int = integer(20, 1, 10_000, doc="DSA rank")
+
+    def check(self) -> None:
+        values = tuple(self.values)
+        object.__setattr__(self, "values", values)
+        if not values:
+            raise ValueError("values=() is not allowed: give at least one value")
+        task_fields = {f for f in TASKS[self.task].__dataclass_fields__}
+        if self.knob != WIDTH_KNOB and self.knob not in task_fields:
+            raise ValueError(
+                f"knob={self.knob!r} is not allowed for task {self.task}: choose one of "
+                f"{', '.join(sorted(task_fields | {WIDTH_KNOB}))}"
+            )
+        for value in values:  # every condition must build: the task validates its own knob
+            self.condition(value)
+
+    def condition(self, value) -> tuple:
+        """(task config, hidden width) of the condition with ``knob = value``."""
+        if self.knob == WIDTH_KNOB:
+            width = int(value)
+            if not 2 <= width <= 4096 or width != value:
+                raise ValueError(f"hidden={value} is out of range: allowed [2, 4096]")
+            return make_task(self.task), width
+        return make_task(self.task, **{self.knob: value}), self.hidden
+
+
+def run_condition(spec_json: str, index: int) -> dict:
+    """Train and measure one condition (runs in a Dask worker; one torch thread)."""
+    import torch
+
+    from engine.rnn.ensemble import TrainConfig, masked_mse, train_ensemble
+    from engine.rnn.metrics import dsa_matrix, mean_offdiag, pif_matrix, sigma_ood, weight_change
+
+    torch.set_num_threads(1)
+    spec = SweepSpec.from_dict(json.loads(spec_json))
+    task, width = spec.condition(spec.values[index])
+    cfg = TrainConfig(
+        hidden=width,
+        networks=spec.seeds,
+        seed=spec.seed + 1000 * index,
+        lr=spec.lr,
+        batch=spec.batch,
+        max_steps=spec.max_steps,
+        epoch_steps=spec.epoch_steps,
+    )
+    t0 = time.perf_counter()
+    res = train_ensemble(task, cfg)
+    train_seconds = time.perf_counter() - t0
+    k = spec.seeds
+    conv = np.flatnonzero(res.converged)
+    test = task.generate(spec.test_trials, np.random.default_rng(spec.seed + 7))
+    ood = task.generate(spec.ood_trials, np.random.default_rng(spec.seed + 8), ood=True)
+
+    def stacked(a):
+        return torch.from_numpy(np.repeat(a[None], k, 0))
+
+    with torch.no_grad():
+        _, hidden = res.model(stacked(test.inputs), return_hidden=True)
+        ood_mse = masked_mse(res.model(stacked(ood.inputs)), stacked(ood.targets), stacked(ood.mask)).numpy()
+    w_h = res.model.w_h.detach().numpy()
+    dsa = np.full((k, k), np.nan)
+    pif = np.full((k, k), np.nan)
+    t1 = time.perf_counter()
+    if conv.size >= 2:
+        dsa[np.ix_(conv, conv)] = dsa_matrix(
+            [hidden[j].numpy() for j in conv], n_delays=spec.dsa_delays, rank=spec.dsa_rank
+        )
+        pif[np.ix_(conv, conv)] = pif_matrix([w_h[j] for j in conv])
+    metric_seconds = time.perf_counter() - t1
+    change = [weight_change(w_h[j], res.init["w_h"][j]) for j in conv]
+    return {
+        "index": index,
+        "converged": res.converged,
+        "diverged": res.diverged,
+        "train_steps": res.steps_done,
+        "final_loss": res.losses[-1],
+        "ood_mse": ood_mse,
+        "dsa": dsa,
+        "pif": pif,
+        "w_h": w_h,
+        "n_converged": int(conv.size),
+        "dynamics_degeneracy": mean_offdiag(dsa[np.ix_(conv, conv)]) if conv.size >= 2 else np.nan,
+        "weight_degeneracy": mean_offdiag(pif[np.ix_(conv, conv)]) if conv.size >= 2 else np.nan,
+        "sigma_ood": sigma_ood(ood_mse[conv]) if conv.size >= 2 else np.nan,
+        "weight_change": float(np.mean(change)) if change else np.nan,
+        "train_seconds": train_seconds,
+        "metric_seconds": metric_seconds,
+    }
+
+
+PER_NET = ("converged", "diverged", "train_steps", "final_loss", "ood_mse")
+PER_CONDITION = (
+    "n_converged",
+    "dynamics_degeneracy",
+    "weight_degeneracy",
+    "sigma_ood",
+    "weight_change",
+    "train_seconds",
+    "metric_seconds",
+)
+UNITS = {"final_loss": "MSE", "ood_mse": "MSE", "train_seconds": "s", "metric_seconds": "s"}
+LONG = {
+    "converged": "reached the loss threshold",
+    "diverged": "loss blew up",
+    "train_steps": "training steps",
+    "final_loss": "last training loss",
+    "ood_mse": "out-of-distribution MSE",
+    "dsa": "DSA distance (angular)",
+    "pif": "permutation-invariant weight distance",
+    "w_h": "recurrent weights",
+    "n_converged": "converged networks",
+    "dynamics_degeneracy": "mean pairwise DSA",
+    "weight_degeneracy": "mean pairwise PIF distance",
+    "sigma_ood": "std of OOD MSE",
+    "weight_change": "mean relative weight change",
+    "train_seconds": "training time",
+    "metric_seconds": "pairwise-metric time",
+    "done": "condition finished",
+}
+
+
+def _template(spec: SweepSpec):
+    """The empty sweep dataset (lazy, so creating the store writes metadata only)."""
+    import dask.array as da
+    import xarray as xr
+
+    c, k = len(spec.values), spec.seeds
+    width = max(spec.condition(v)[1] for v in spec.values)
+    shapes = {name: ("condition", "net") for name in PER_NET}
+    shapes.update(
+        {
+            "dsa": ("condition", "net", "net2"),
+            "pif": ("condition", "net", "net2"),
+            "w_h": ("condition", "net", "unit", "unit2"),
+        }
+    )
+    shapes.update({name: ("condition",) for name in (*PER_CONDITION, "done")})
+    sizes = {"condition": c, "net": k, "net2": k, "unit": width, "unit2": width}
+    data = {}
+    for name, dims in shapes.items():
+        dtype = (
+            bool
+            if name in ("converged", "diverged", "done")
+            else np.int64
+            if name in ("train_steps", "n_converged")
+            else np.float64
+        )
+        fill = False if dtype is bool else (0 if dtype is np.int64 else np.nan)
+        shape = tuple(sizes[d] for d in dims)
+        chunks = tuple(1 if d == "condition" else sizes[d] for d in dims)
+        arr = da.full(shape, fill, dtype=dtype, chunks=chunks)
+        data[name] = (dims, arr, {"long_name": LONG[name], "units": UNITS.get(name, "")})
+    coords = {
+        "condition": ("condition", np.arange(c), {"long_name": "condition", "units": ""}),
+        spec.knob: ("condition", np.asarray(spec.values), {"long_name": spec.knob, "units": ""}),
+        "net": ("net", np.arange(k), {"long_name": "network", "units": ""}),
+    }
+    return xr.Dataset(
+        data,
+        coords=coords,
+        attrs={SWEEP_ATTR: spec.to_json(), "engine": "rnn-sweep", "task": spec.task, "knob": spec.knob},
+    )
+
+
+def init_store(spec: SweepSpec, path: str | Path) -> None:
+    """Create the store, or check that an existing one holds the same sweep (to resume it)."""
+    from engine.store import check_out_path
+
+    p = Path(path).expanduser()
+    if (p / ".zattrs").exists():
+        attrs = json.loads((p / ".zattrs").read_text())
+        if SWEEP_ATTR in attrs:
+            if json.loads(attrs[SWEEP_ATTR]) != json.loads(spec.to_json()):
+                raise ValueError(f"{p} holds a different sweep; choose another --out to start a new one")
+            return
+    check_out_path(p, overwrite=False)
+    # metadata and coordinates now; the (lazy) data stay unwritten until each condition's region
+    _template(spec).to_zarr(p, mode="w-", compute=False, consolidated=False, zarr_format=2)
+
+
+def _write(path: str, result: dict) -> None:
+    """Write one condition's region (from the worker)."""
+    import xarray as xr
+
+    i = result["index"]
+    k = len(result["converged"])
+    data = {}
+    for name in PER_NET:
+        data[name] = (("condition", "net"), np.asarray(result[name])[None])
+    data["dsa"] = (("condition", "net", "net2"), result["dsa"][None])
+    data["pif"] = (("condition", "net", "net2"), result["pif"][None])
+    width = xr.open_zarr(path, consolidated=False).sizes["unit"]
+    w = np.full((1, k, width, width), np.nan)
+    n = result["w_h"].shape[-1]
+    w[0, :, :n, :n] = result["w_h"]
+    data["w_h"] = (("condition", "net", "unit", "unit2"), w)
+    for name in PER_CONDITION:
+        data[name] = (("condition",), np.asarray([result[name]]))
+    data["done"] = (("condition",), np.array([True]))
+    ds = xr.Dataset(data)
+    ds["train_steps"] = ds["train_steps"].astype(np.int64)
+    ds["n_converged"] = ds["n_converged"].astype(np.int64)
+    ds.to_zarr(path, region={"condition": slice(i, i + 1)}, consolidated=False)
+
+
+def _condition_task(spec_json: str, index: int, path: str) -> dict:
+    result = run_condition(spec_json, index)
+    _write(path, result)
+    return {k: result[k] for k in ("index", "n_converged", "train_seconds", "metric_seconds")}
+
+
+def run_sweep(
+    spec: SweepSpec, path: str | Path, *, scheduler: str | None = None, workers: int = 2, progress=None
+) -> list[dict]:
+    """Run the unfinished conditions of ``spec`` on Dask; returns per-condition timings."""
+    import xarray as xr
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    path = str(Path(path).expanduser())
+    init_store(spec, path)
+    done = xr.open_zarr(path, consolidated=False)["done"].values
+    todo = [i for i in range(len(spec.values)) if not done[i]]
+    if not todo:
+        return []
+    if scheduler:
+        client = Client(scheduler, timeout="3s")
+        cluster = None
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        )
+        client = Client(cluster)
+    try:
+        futures = [client.submit(_condition_task, spec.to_json(), i, path, pure=False) for i in todo]
+        out = []
+        for fut in as_completed(futures):
+            out.append(fut.result())
+            if progress is not None:
+                progress(out[-1])
+        return out
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def sweep_summary(path: str | Path) -> dict:
+    """Per condition: knob value, done, converged count and the three degeneracy values."""
+    import xarray as xr
+
+    ds = xr.open_zarr(path, consolidated=False)
+    spec = json.loads(ds.attrs[SWEEP_ATTR])
+    rows = []
+    for i in range(ds.sizes["condition"]):
+        row = {spec["knob"]: ds[spec["knob"]].values[i].item(), "done": bool(ds["done"].values[i])}
+        for name in ("n_converged", "dynamics_degeneracy", "weight_degeneracy", "sigma_ood", "weight_change"):
+            value = ds[name].values[i].item()
+            row[name] = None if isinstance(value, float) and not np.isfinite(value) else value
+        rows.append(row)
+    return {
+        "engine": "rnn-sweep",
+        "task": spec["task"],
+        "knob": spec["knob"],
+        "seeds": spec["seeds"],
+        "complete": all(r["done"] for r in rows),
+        "conditions": rows,
+    }
