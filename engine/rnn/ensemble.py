@@ -38,6 +38,7 @@ class TrainConfig(Config):
     patience: int = integer(3, 0, 1000, doc="epochs below threshold before a network counts as converged")
     max_steps: int = integer(3000, 1, 10_000_000, doc="cap on training steps")
     diverge_at: float = bounded(1e3, 0.0, 1e12, lo_open=True, doc="a loss above this is a blow-up")
+    clip: float = bounded(0.0, 0.0, 1e6, doc="largest gradient norm of each network (0: no clipping)")
 
 
 class EnsembleRNN(torch.nn.Module):
@@ -86,6 +87,15 @@ class EnsembleResult:
     init: dict[str, np.ndarray] = field(default_factory=dict)  # parameters at step 0
 
 
+def _clip_per_network(model: EnsembleRNN, max_norm: float) -> None:
+    """Scale each network's gradient to norm <= max_norm (networks stay independent)."""
+    grads = [p.grad for p in model.parameters()]
+    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads)  # (K,)
+    scale = (max_norm / (sq.sqrt() + 1e-12)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+
+
 def masked_mse(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-network mean squared error over the masked entries: (K,)."""
     err = (out - target) ** 2 * mask
@@ -126,6 +136,8 @@ def train_ensemble(task, cfg: TrainConfig, *, seeds: list[int] | None = None, ca
             active &= ~torch.from_numpy(newly_bad)
         opt.zero_grad(set_to_none=False)
         loss.masked_fill(~active, 0.0).sum().backward()
+        if cfg.clip > 0:
+            _clip_per_network(model, cfg.clip)
         opt.step()
         with torch.no_grad():  # frozen networks keep their parameters (Adam's momentum would move them)
             for name, p in model.named_parameters():

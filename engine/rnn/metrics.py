@@ -51,6 +51,8 @@ def dsa_matrix(
     """Pairwise angular DSA distances between hidden trajectories, each (trial, time, unit)."""
     from DSA import DSA
 
+    if len(trajectories) < 2:
+        raise ValueError(f"DSA needs at least 2 networks, got {len(trajectories)}")
     rank = min(rank, n_delays * min(t.shape[-1] for t in trajectories))
     dsa = DSA(
         list(trajectories), n_delays=n_delays, rank=rank, score_method="angular", iters=iters, lr=lr, verbose=False

@@ -19,6 +19,7 @@ weights (padded with NaN to the widest condition); per condition ``n_converged``
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +284,7 @@ def run_sweep(
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            silence_logs=logging.CRITICAL,
             env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
         )
         client = Client(cluster)
