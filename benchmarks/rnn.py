@@ -89,11 +89,16 @@ def sweep_seconds(workers: int) -> float:
 
     from dask.distributed import LocalCluster
 
-    spec = SweepSpec(task="flipflop", knob="channels", values=(1, 2, 3, 4), seeds=8, hidden=64, max_steps=400,
-                     lr=3e-3)
+    spec = SweepSpec(task="flipflop", knob="channels", values=(1, 2, 3, 4), seeds=8, hidden=64, max_steps=400, lr=3e-3)
     tmp = Path(tempfile.mkdtemp())
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=logging.CRITICAL)
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.CRITICAL,
+    )
     try:
         t0 = time.perf_counter()
         run_sweep(spec, tmp / "s.zarr", scheduler=cluster.scheduler_address)
@@ -127,9 +132,11 @@ def main() -> int:
     pairs = 68 * 50 * 49 / 2
     metric_h = pairs * (dsa_pair + pif_pair) / 3600
     print("4. the paper's study, 3,400 networks in 68 conditions of 50, on this machine (2 cores):")
-    print(f"   training ~{train_h:.1f} h on one core at {steps_to_converge} steps per network (harder tasks "
-          f"take far more); pairwise metrics ~{metric_h:.1f} h ({pairs:,.0f} pairs); "
-          f"with 2 workers ~{(train_h + metric_h) / (one / two):.1f} h in all")
+    print(
+        f"   training ~{train_h:.1f} h on one core at {steps_to_converge} steps per network (harder tasks "
+        f"take far more); pairwise metrics ~{metric_h:.1f} h ({pairs:,.0f} pairs); "
+        f"with 2 workers ~{(train_h + metric_h) / (one / two):.1f} h in all"
+    )
     return 0
 
 

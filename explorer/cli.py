@@ -84,12 +84,16 @@ def _build_parser() -> argparse.ArgumentParser:
     kinds = sweep.add_subparsers(dest="sweep_kind", required=True, parser_class=_Parser)
     deg = kinds.add_parser("degeneracy", help="solution degeneracy of task-trained RNNs across a knob")
     deg.add_argument("--task", choices=("flipflop", "discrimination", "sine", "path"), default="flipflop")
-    deg.add_argument("--vary", required=True, metavar="KNOB=V1,V2,...",
-                     help="the varied knob and its values, e.g. channels=1,2,3 or hidden=32,128")
+    deg.add_argument(
+        "--vary",
+        required=True,
+        metavar="KNOB=V1,V2,...",
+        help="the varied knob and its values, e.g. channels=1,2,3 or hidden=32,128",
+    )
     deg.add_argument("--seeds", type=int, default=8, help="networks per condition")
     deg.add_argument("--hidden", type=int, default=64, help="units per network")
-    deg.add_argument("--max-steps", type=int, default=6000, help="cap on training steps")
-    deg.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    deg.add_argument("--max-steps", type=int, default=8000, help="cap on training steps")
+    deg.add_argument("--lr", type=float, default=1e-2, help="initial Adam learning rate (halves every 1500 steps)")
     deg.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     deg.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
     deg.add_argument("--out", required=True, help="Zarr store of the sweep (an unfinished one resumes)")
@@ -294,14 +298,24 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--vary {args.vary!r}: expected KNOB=V1,V2,...")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is out of range: at least 1")
-    spec = SweepSpec(task=args.task, knob=knob.strip(), values=tuple(_number(v) for v in values.split(",")),
-                     seeds=args.seeds, hidden=args.hidden, max_steps=args.max_steps, lr=args.lr)
+    spec = SweepSpec(
+        task=args.task,
+        knob=knob.strip(),
+        values=tuple(_number(v) for v in values.split(",")),
+        seeds=args.seeds,
+        hidden=args.hidden,
+        max_steps=args.max_steps,
+        lr=args.lr,
+    )
     quiet = args.json or not sys.stderr.isatty()
 
     def progress(row):
         if not quiet:
-            print(f"condition {row['index']}: {row['n_converged']}/{spec.seeds} converged, trained in "
-                  f"{row['train_seconds']:.1f} s", file=sys.stderr)
+            print(
+                f"condition {row['index']}: {row['n_converged']}/{spec.seeds} converged, trained in "
+                f"{row['train_seconds']:.1f} s",
+                file=sys.stderr,
+            )
 
     try:
         run_sweep(spec, args.out, scheduler=args.scheduler, workers=args.workers, progress=progress)
@@ -319,18 +333,23 @@ def _print_sweep(summary: dict, as_json: bool) -> None:
         print(json.dumps(_clean(summary), sort_keys=True))
         return
     knob = summary["knob"]
-    print(f"sweep      {summary['task']}, {knob} varied, {summary['seeds']} networks per condition, "
-          f"{'complete' if summary['complete'] else 'incomplete'}")
+    print(
+        f"sweep      {summary['task']}, {knob} varied, {summary['seeds']} networks per condition, "
+        f"{'complete' if summary['complete'] else 'incomplete'}"
+    )
     print(f"{knob:>10} {'converged':>10} {'dynamics':>10} {'weights':>10} {'sigma_OOD':>10}")
     for row in summary["conditions"]:
+
         def f(x):
             return "-" if x is None else f"{x:.4g}"
-        print(f"{row[knob]!s:>10} {row['n_converged']:>10} {f(row['dynamics_degeneracy']):>10} "
-              f"{f(row['weight_degeneracy']):>10} {f(row['sigma_ood']):>10}")
+
+        print(
+            f"{row[knob]!s:>10} {row['n_converged']:>10} {f(row['dynamics_degeneracy']):>10} "
+            f"{f(row['weight_degeneracy']):>10} {f(row['sigma_ood']):>10}"
+        )
 
 
-COMMANDS = {"run": _cmd_run_spiking, "info": _cmd_info, "serve": _cmd_serve, "export": _cmd_export,
-            "sweep": _cmd_sweep}
+COMMANDS = {"run": _cmd_run_spiking, "info": _cmd_info, "serve": _cmd_serve, "export": _cmd_export, "sweep": _cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

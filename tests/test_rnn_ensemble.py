@@ -7,11 +7,13 @@ import torch
 from engine.rnn import FlipFlop, TrainConfig, train_ensemble
 
 
-@pytest.mark.parametrize("clip", [0.0, 0.05])
-def test_ensemble_equals_separate_trainings(clip):
+@pytest.mark.parametrize(("clip", "half_life"), [(0.0, 0.0), (0.05, 10.0)])
+def test_ensemble_equals_separate_trainings(clip, half_life):
     torch.set_num_threads(1)
     task = FlipFlop(channels=2, steps=20)
-    cfg = TrainConfig(hidden=16, networks=3, seed=10, batch=8, max_steps=40, epoch_steps=10, clip=clip)
+    cfg = TrainConfig(
+        hidden=16, networks=3, seed=10, batch=8, max_steps=40, epoch_steps=10, clip=clip, lr_half_life=half_life
+    )
     together = train_ensemble(task, cfg)
     for j, seed in enumerate((10, 11, 12)):
         alone = train_ensemble(task, cfg.replace(networks=1), seeds=[seed])

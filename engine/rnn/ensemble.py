@@ -39,6 +39,7 @@ class TrainConfig(Config):
     max_steps: int = integer(3000, 1, 10_000_000, doc="cap on training steps")
     diverge_at: float = bounded(1e3, 0.0, 1e12, lo_open=True, doc="a loss above this is a blow-up")
     clip: float = bounded(0.0, 0.0, 1e6, doc="largest gradient norm of each network (0: no clipping)")
+    lr_half_life: float = bounded(0.0, 0.0, 1e9, doc="steps over which the learning rate halves (0: constant)")
 
 
 class EnsembleRNN(torch.nn.Module):
@@ -138,6 +139,9 @@ def train_ensemble(task, cfg: TrainConfig, *, seeds: list[int] | None = None, ca
         loss.masked_fill(~active, 0.0).sum().backward()
         if cfg.clip > 0:
             _clip_per_network(model, cfg.clip)
+        if cfg.lr_half_life > 0:  # one schedule for every network: they stay independent
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * 0.5 ** (step / cfg.lr_half_life)
         opt.step()
         with torch.no_grad():  # frozen networks keep their parameters (Adam's momentum would move them)
             for name, p in model.named_parameters():

@@ -42,9 +42,11 @@ class SweepSpec(Config):
     values: tuple = field(default=(1, 3), metadata={"doc": "its values, one condition each"})
     seeds: int = integer(8, 2, 4096, doc="networks per condition")
     hidden: int = integer(64, 2, 4096, doc="units per network (unless the knob is hidden)")
-    lr: float = bounded(3e-3, 0.0, 1.0, lo_open=True, doc="Adam learning rate")
+    lr: float = bounded(1e-2, 0.0, 1.0, lo_open=True, doc="initial Adam learning rate")
+    lr_half_life: float = bounded(1500.0, 0.0, 1e9, doc="steps over which the learning rate halves (0: constant)")
+    clip: float = bounded(1.0, 0.0, 1e6, doc="largest gradient norm of each network (0: no clipping)")
     batch: int = integer(32, 1, 100_000, doc="trials per step")
-    max_steps: int = integer(6000, 1, 10_000_000, doc="cap on training steps")
+    max_steps: int = integer(8000, 1, 10_000_000, doc="cap on training steps")
     epoch_steps: int = integer(50, 1, 100_000, doc="steps per epoch of the stopping rule")
     seed: int = integer(0, 0, 2**31 - 1, doc="base seed: network j of condition c uses seed + 1000 c + j")
     test_trials: int = integer(16, 1, 10_000, doc="fixed test trials for trajectories (DSA)")
@@ -94,6 +96,8 @@ def run_condition(spec_json: str, index: int) -> dict:
         batch=spec.batch,
         max_steps=spec.max_steps,
         epoch_steps=spec.epoch_steps,
+        clip=spec.clip,
+        lr_half_life=spec.lr_half_life,
     )
     t0 = time.perf_counter()
     res = train_ensemble(task, cfg)
