@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.rnn import FlipFlop, TrainConfig  # noqa: E402
 from engine.rnn.ensemble import EnsembleRNN, batches, masked_mse  # noqa: E402
 from engine.rnn.metrics import dsa_matrix, pif_distance  # noqa: E402
-from engine.rnn.sweep import SweepSpec, run_sweep  # noqa: E402
+from engine.rnn.sweep import SweepSpec, local_cluster, run_sweep  # noqa: E402
 
 
 def ours_step_ms(task, k: int, n: int, steps: int) -> float:
@@ -85,20 +85,9 @@ def metric_costs(pairs: int = 3) -> tuple[float, float]:
 
 def sweep_seconds(workers: int) -> float:
     """Wall time of a 4-condition sweep on an already running cluster of ``workers`` processes."""
-    import logging
-
-    from dask.distributed import LocalCluster
-
     spec = SweepSpec(task="flipflop", knob="channels", values=(1, 2, 3, 4), seeds=8, hidden=64, max_steps=400, lr=3e-3)
     tmp = Path(tempfile.mkdtemp())
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-    )
+    cluster = local_cluster(workers)
     try:
         t0 = time.perf_counter()
         run_sweep(spec, tmp / "s.zarr", scheduler=cluster.scheduler_address)

@@ -46,3 +46,22 @@ def cli_json(*args: str) -> dict:
     proc = run_cli(*args, "--json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def make_store(path: Path, model: str = "coba", *, scale: float = 0.1, duration: float = 0.2) -> Path:
+    """A small stored spiking run, made through the command line."""
+    proc = run_cli(
+        "run",
+        "spiking",
+        "--model",
+        model,
+        "--scale",
+        str(scale),
+        "--duration",
+        str(duration),
+        "--out",
+        str(path),
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return path

@@ -19,7 +19,7 @@ from browser import (
     visible,
     wait_for,
 )
-from helpers import ROOT, run_cli
+from helpers import ROOT, make_store
 
 from engine.store import open_run
 
@@ -107,11 +107,7 @@ def test_live_run_slider_pause_export(browser, server, clean_log, tmp_path):
 
 def test_stored_run_opens_in_the_raster(browser, server, runs, clean_log):
     store = runs / "stored.zarr"
-    proc = run_cli(
-        "run", "spiking", "--model", "coba", "--scale", "0.1", "--duration", "0.3", "--out", str(store), "--quiet"
-    )
-    assert proc.returncode == 0, proc.stderr
-    ds = open_run(store)
+    ds = open_run(make_store(store, "coba", duration=0.3))
     page = open_app(browser, server)
     page.locator(".open-path input").fill(str(store))
     page.get_by_role("button", name="Open").click()
@@ -183,12 +179,7 @@ def test_serve_open_shows_a_stored_run(browser, tmp_path):
     from browser import free_port
 
     store = tmp_path / "shown.zarr"
-    assert (
-        run_cli(
-            "run", "spiking", "--model", "cuba", "--scale", "0.1", "--duration", "0.2", "--out", str(store), "--quiet"
-        ).returncode
-        == 0
-    )
+    make_store(store, "cuba", duration=0.2)
     port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import ROOT, cli_json, run_cli
+from helpers import ROOT, cli_json, make_store, run_cli
 
 from engine.spiking import APPEND_DIMS, SpikingConfig, SpikingStream
 from engine.store import RunStore, open_run, read_record
@@ -217,12 +217,7 @@ def test_serve_rejects_bad_input(args, words):
 
 def test_export_writes_each_format(tmp_path):
     store = tmp_path / "r.zarr"
-    assert (
-        run_cli(
-            "run", "spiking", "--model", "coba", "--scale", "0.1", "--duration", "0.2", "--out", str(store), "--quiet"
-        ).returncode
-        == 0
-    )
+    make_store(store, "coba", duration=0.2)
     magic = {"png": b"\x89PNG", "svg": b"<?xml", "html": b"<!DOCTYPE html>", "nc": b"CDF"}
     for fmt, head in magic.items():
         out = tmp_path / f"fig.{fmt}"
@@ -237,7 +232,7 @@ def test_exported_netcdf_round_trips(tmp_path):
     import xarray as xr
 
     store = tmp_path / "r.zarr"
-    run_cli("run", "spiking", "--model", "coba", "--scale", "0.1", "--duration", "0.2", "--out", str(store), "--quiet")
+    make_store(store)
     assert run_cli("export", str(store), "--format", "nc", "--out", str(tmp_path / "r.nc")).returncode == 0
     back = xr.open_dataset(tmp_path / "r.nc", engine="scipy")
     np.testing.assert_array_equal(back["spike_time"].values, open_run(store)["spike_time"].values)

@@ -29,7 +29,7 @@ import numpy as np
 from engine.config import Config, bounded, choice, integer
 from engine.rnn.tasks import TASKS, make_task
 
-__all__ = ["SweepSpec", "run_condition", "init_store", "run_sweep", "sweep_summary", "SWEEP_ATTR"]
+__all__ = ["SweepSpec", "run_condition", "init_store", "local_cluster", "run_sweep", "sweep_summary", "SWEEP_ATTR"]
 
 SWEEP_ATTR = "dynascope_sweep"
 WIDTH_KNOB = "hidden"
@@ -265,12 +265,27 @@ def _condition_task(spec_json: str, index: int, path: str) -> dict:
     return {k: result[k] for k in ("index", "n_converged", "train_seconds", "metric_seconds")}
 
 
+def local_cluster(workers: int):
+    """A Dask cluster on this machine: worker processes with one thread (torch, BLAS) each."""
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.CRITICAL,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    )
+
+
 def run_sweep(
     spec: SweepSpec, path: str | Path, *, scheduler: str | None = None, workers: int = 2, progress=None
 ) -> list[dict]:
     """Run the unfinished conditions of ``spec`` on Dask; returns per-condition timings."""
     import xarray as xr
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     path = str(Path(path).expanduser())
     init_store(spec, path)
@@ -282,15 +297,7 @@ def run_sweep(
         client = Client(scheduler, timeout="3s")
         cluster = None
     else:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,
-            env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-        )
+        cluster = local_cluster(workers)
         client = Client(cluster)
     try:
         futures = [client.submit(_condition_task, spec.to_json(), i, path, pure=False) for i in todo]
