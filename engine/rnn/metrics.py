@@ -101,26 +101,35 @@ def weight_change(w_final: np.ndarray, w_init: np.ndarray) -> float:
     return float(np.linalg.norm(w_final - w_init) / np.linalg.norm(w_init))
 
 
-def _ntk_features(model, params: dict[str, torch.Tensor], x: torch.Tensor, net: int) -> torch.Tensor:
-    """Jacobian of network ``net``'s final outputs on probe trials with respect to its parameters."""
+def _ntk_features(model, params: dict[str, torch.Tensor], x: torch.Tensor, net: int, names) -> torch.Tensor:
+    """Jacobian of network ``net``'s final outputs on probe trials with respect to its ``names`` parameters."""
     from torch.func import functional_call, jacrev
 
-    def outputs(p):
-        return functional_call(model, p, (x,))[net, :, -1, :].reshape(-1)
+    fixed = {n: p for n, p in params.items() if n not in names}
 
-    jac = jacrev(outputs)(params)
+    def outputs(p):
+        return functional_call(model, {**fixed, **p}, (x,))[net, :, -1, :].reshape(-1)
+
+    jac = jacrev(outputs)({n: params[n] for n in names})
     return torch.cat([j[:, net].reshape(j.shape[0], -1) for j in jac.values()], dim=1)
 
 
 def kernel_alignment(
-    model, params_a: dict[str, torch.Tensor], params_b: dict[str, torch.Tensor], x: torch.Tensor, net: int
+    model,
+    params_a: dict[str, torch.Tensor],
+    params_b: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    net: int,
+    names: tuple[str, ...] = ("w_h", "w_x", "w_o"),
 ) -> float:
     """Tr(K_a K_b) / (||K_a|| ||K_b||) of the empirical NTKs of one network at two parameter sets.
 
-    ``x``: probe inputs (K, trial, time, in). 1 means the kernel did not move (lazy regime).
+    ``x``: probe inputs (K, trial, time, in). 1 means the kernel did not move (lazy regime). The
+    kernel is over the weight matrices (``names``): a readout bias adds the same constant to
+    every entry, and under the mup readout scaling that constant would swamp the kernel.
     """
-    ja = _ntk_features(model, params_a, x, net)
-    jb = _ntk_features(model, params_b, x, net)
+    ja = _ntk_features(model, params_a, x, net, names)
+    jb = _ntk_features(model, params_b, x, net, names)
     ka, kb = ja @ ja.T, jb @ jb.T
     return float((ka * kb).sum() / (torch.linalg.norm(ka) * torch.linalg.norm(kb)))
 

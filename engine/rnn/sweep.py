@@ -23,13 +23,29 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.config import Config, bounded, choice, integer
 from engine.rnn.tasks import TASKS, make_task
 
-__all__ = ["SweepSpec", "run_condition", "init_store", "local_cluster", "run_sweep", "sweep_summary", "SWEEP_ATTR"]
+if TYPE_CHECKING:
+    from engine.rnn.ensemble import TrainConfig
+
+__all__ = [
+    "SweepSpec",
+    "train_config",
+    "condition_stream",
+    "measure_condition",
+    "run_condition",
+    "write_condition",
+    "init_store",
+    "local_cluster",
+    "run_sweep",
+    "sweep_summary",
+    "SWEEP_ATTR",
+]
 
 SWEEP_ATTR = "dynascope_sweep"
 WIDTH_KNOB = "hidden"
@@ -78,17 +94,12 @@ class SweepSpec(Config):
         return make_task(self.task, **{self.knob: value}), self.hidden
 
 
-def run_condition(spec_json: str, index: int) -> dict:
-    """Train and measure one condition (runs in a Dask worker; one torch thread)."""
-    import torch
+def train_config(spec: SweepSpec, index: int) -> TrainConfig:
+    """The training config of condition ``index``: network j uses seed ``spec.seed + 1000 index + j``."""
+    from engine.rnn.ensemble import TrainConfig
 
-    from engine.rnn.ensemble import TrainConfig, masked_mse, train_ensemble
-    from engine.rnn.metrics import dsa_matrix, mean_offdiag, pif_matrix, sigma_ood, weight_change
-
-    torch.set_num_threads(1)
-    spec = SweepSpec.from_dict(json.loads(spec_json))
-    task, width = spec.condition(spec.values[index])
-    cfg = TrainConfig(
+    _, width = spec.condition(spec.values[index])
+    return TrainConfig(
         hidden=width,
         networks=spec.seeds,
         seed=spec.seed + 1000 * index,
@@ -99,28 +110,45 @@ def run_condition(spec_json: str, index: int) -> dict:
         clip=spec.clip,
         lr_half_life=spec.lr_half_life,
     )
-    t0 = time.perf_counter()
-    res = train_ensemble(task, cfg)
-    train_seconds = time.perf_counter() - t0
+
+
+def condition_stream(spec: SweepSpec, index: int, chunk_steps: int = 100):
+    """The training stream of condition ``index`` (a dashboard watches it; workers drain it)."""
+    from engine.rnn.training import StreamConfig, TrainingStream
+
+    task, _ = spec.condition(spec.values[index])
+    stream = StreamConfig(chunk_steps=chunk_steps, test_trials=spec.test_trials, test_seed=spec.seed + 7)
+    return TrainingStream(task, train_config(spec, index), stream)
+
+
+def measure_condition(spec: SweepSpec, index: int, stream, final) -> dict:
+    """The degeneracy measures of a trained condition, over its converged networks only.
+
+    ``stream``: the finished :class:`~engine.rnn.training.TrainingStream`; ``final``: its last chunk.
+    """
+    import torch
+
+    from engine.rnn.ensemble import masked_mse
+    from engine.rnn.metrics import dsa_matrix, mean_offdiag, pif_matrix, sigma_ood, weight_change
+
+    res = stream.result()
+    task = stream.task
     k = spec.seeds
     conv = np.flatnonzero(res.converged)
-    test = task.generate(spec.test_trials, np.random.default_rng(spec.seed + 7))
     ood = task.generate(spec.ood_trials, np.random.default_rng(spec.seed + 8), ood=True)
 
     def stacked(a):
         return torch.from_numpy(np.repeat(a[None], k, 0))
 
     with torch.no_grad():
-        _, hidden = res.model(stacked(test.inputs), return_hidden=True)
         ood_mse = masked_mse(res.model(stacked(ood.inputs)), stacked(ood.targets), stacked(ood.mask)).numpy()
-    w_h = res.model.w_h.detach().numpy()
+    hidden = final["hidden"].values[0]  # (net, trial, time, unit)
+    w_h = final["w_h"].values[0]
     dsa = np.full((k, k), np.nan)
     pif = np.full((k, k), np.nan)
     t1 = time.perf_counter()
     if conv.size >= 2:
-        dsa[np.ix_(conv, conv)] = dsa_matrix(
-            [hidden[j].numpy() for j in conv], n_delays=spec.dsa_delays, rank=spec.dsa_rank
-        )
+        dsa[np.ix_(conv, conv)] = dsa_matrix([hidden[j] for j in conv], n_delays=spec.dsa_delays, rank=spec.dsa_rank)
         pif[np.ix_(conv, conv)] = pif_matrix([w_h[j] for j in conv])
     metric_seconds = time.perf_counter() - t1
     change = [weight_change(w_h[j], res.init["w_h"][j]) for j in conv]
@@ -129,22 +157,56 @@ def run_condition(spec_json: str, index: int) -> dict:
         "converged": res.converged,
         "diverged": res.diverged,
         "train_steps": res.steps_done,
-        "final_loss": res.losses[-1],
+        "final_loss": res.losses[-1] if len(res.losses) else np.full(k, np.nan),
         "ood_mse": ood_mse,
         "dsa": dsa,
         "pif": pif,
         "w_h": w_h,
+        "w_h_init": res.init["w_h"],
+        "hidden": hidden,
+        "inputs": final["inputs"].values,
+        "targets": final["targets"].values,
         "n_converged": int(conv.size),
         "dynamics_degeneracy": mean_offdiag(dsa[np.ix_(conv, conv)]) if conv.size >= 2 else np.nan,
         "weight_degeneracy": mean_offdiag(pif[np.ix_(conv, conv)]) if conv.size >= 2 else np.nan,
         "sigma_ood": sigma_ood(ood_mse[conv]) if conv.size >= 2 else np.nan,
         "weight_change": float(np.mean(change)) if change else np.nan,
-        "train_seconds": train_seconds,
         "metric_seconds": metric_seconds,
     }
 
 
+def run_condition(spec_json: str, index: int, *, on_chunk=None, should_stop=None) -> dict | None:
+    """Train and measure one condition (in a Dask worker with one torch thread, or a dashboard).
+
+    ``on_chunk(chunk)`` sees every training chunk; ``should_stop()`` returning true abandons the
+    condition (``None`` is returned and nothing is measured).
+    """
+    import torch
+
+    from engine.stream import RunStopped
+
+    torch.set_num_threads(1)
+    spec = SweepSpec.from_dict(json.loads(spec_json))
+    stream = condition_stream(spec, index)
+    t0 = time.perf_counter()
+    final = None
+    try:
+        for chunk in stream.chunks():
+            final = chunk
+            if on_chunk is not None:
+                on_chunk(chunk)
+            if should_stop is not None and should_stop():
+                return None
+    except RunStopped:  # every network blew up: measured as a condition with none converged
+        pass
+    train_seconds = time.perf_counter() - t0
+    result = measure_condition(spec, index, stream, final)
+    result["train_seconds"] = train_seconds
+    return result
+
+
 PER_NET = ("converged", "diverged", "train_steps", "final_loss", "ood_mse")
+PADDED = ("w_h", "w_h_init", "hidden", "inputs", "targets")  # float32, NaN-padded to the largest condition
 PER_CONDITION = (
     "n_converged",
     "dynamics_degeneracy",
@@ -164,6 +226,10 @@ LONG = {
     "dsa": "DSA distance (angular)",
     "pif": "permutation-invariant weight distance",
     "w_h": "recurrent weights",
+    "w_h_init": "recurrent weights at step 0",
+    "hidden": "hidden state on test trials",
+    "inputs": "test input",
+    "targets": "test target",
     "n_converged": "converged networks",
     "dynamics_degeneracy": "mean pairwise DSA",
     "weight_degeneracy": "mean pairwise PIF distance",
@@ -182,16 +248,34 @@ def _template(spec: SweepSpec):
 
     c, k = len(spec.values), spec.seeds
     width = max(spec.condition(v)[1] for v in spec.values)
+    trials = [spec.condition(v)[0].generate(1, np.random.default_rng(0)) for v in spec.values]
+    steps = max(t.inputs.shape[1] for t in trials)
+    n_in = max(t.inputs.shape[2] for t in trials)
+    n_out = max(t.targets.shape[2] for t in trials)
     shapes = {name: ("condition", "net") for name in PER_NET}
     shapes.update(
         {
             "dsa": ("condition", "net", "net2"),
             "pif": ("condition", "net", "net2"),
             "w_h": ("condition", "net", "unit", "unit2"),
+            "w_h_init": ("condition", "net", "unit", "unit2"),
+            "hidden": ("condition", "net", "trial", "time", "unit"),
+            "inputs": ("condition", "trial", "time", "in"),
+            "targets": ("condition", "trial", "time", "out"),
         }
     )
     shapes.update({name: ("condition",) for name in (*PER_CONDITION, "done")})
-    sizes = {"condition": c, "net": k, "net2": k, "unit": width, "unit2": width}
+    sizes = {
+        "condition": c,
+        "net": k,
+        "net2": k,
+        "unit": width,
+        "unit2": width,
+        "trial": spec.test_trials,
+        "time": steps,
+        "in": n_in,
+        "out": n_out,
+    }
     data = {}
     for name, dims in shapes.items():
         dtype = (
@@ -199,6 +283,8 @@ def _template(spec: SweepSpec):
             if name in ("converged", "diverged", "done")
             else np.int64
             if name in ("train_steps", "n_converged")
+            else np.float32
+            if name in PADDED
             else np.float64
         )
         fill = False if dtype is bool else (0 if dtype is np.int64 else np.nan)
@@ -234,22 +320,23 @@ def init_store(spec: SweepSpec, path: str | Path) -> None:
     _template(spec).to_zarr(p, mode="w-", compute=False, consolidated=False, zarr_format=2)
 
 
-def _write(path: str, result: dict) -> None:
-    """Write one condition's region (from the worker)."""
+def write_condition(path: str | Path, result: dict) -> None:
+    """Write one condition's region of the sweep store (from a worker or a dashboard)."""
     import xarray as xr
 
     i = result["index"]
-    k = len(result["converged"])
     data = {}
     for name in PER_NET:
         data[name] = (("condition", "net"), np.asarray(result[name])[None])
     data["dsa"] = (("condition", "net", "net2"), result["dsa"][None])
     data["pif"] = (("condition", "net", "net2"), result["pif"][None])
-    width = xr.open_zarr(path, consolidated=False).sizes["unit"]
-    w = np.full((1, k, width, width), np.nan)
-    n = result["w_h"].shape[-1]
-    w[0, :, :n, :n] = result["w_h"]
-    data["w_h"] = (("condition", "net", "unit", "unit2"), w)
+    template = xr.open_zarr(path, consolidated=False)
+    for name in PADDED:  # narrower or shorter conditions: NaN beyond their own extent
+        dims = template[name].dims
+        full = np.full((1, *template[name].shape[1:]), np.nan, np.float32)
+        value = np.asarray(result[name], np.float32)
+        full[(0, *(slice(0, n) for n in value.shape))] = value
+        data[name] = (dims, full)
     for name in PER_CONDITION:
         data[name] = (("condition",), np.asarray([result[name]]))
     data["done"] = (("condition",), np.array([True]))
@@ -261,7 +348,7 @@ def _write(path: str, result: dict) -> None:
 
 def _condition_task(spec_json: str, index: int, path: str) -> dict:
     result = run_condition(spec_json, index)
-    _write(path, result)
+    write_condition(path, result)
     return {k: result[k] for k in ("index", "n_converged", "train_seconds", "metric_seconds")}
 
 
