@@ -88,10 +88,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--vary",
         required=True,
         metavar="KNOB=V1,V2,...",
-        help="the varied knob and its values, e.g. channels=1,2,3 or hidden=32,128",
+        help="the varied knob and its values: a task knob (channels=1,2,3), hidden=32,128, gamma=0.1,1,10 "
+        "(with --parameterisation mup), nuclear=0,1e-3 or l1=0,1e-4",
     )
     deg.add_argument("--seeds", type=int, default=8, help="networks per condition")
     deg.add_argument("--hidden", type=int, default=64, help="units per network")
+    deg.add_argument("--parameterisation", choices=("standard", "mup"), default="standard", help="mup enables gamma")
+    deg.add_argument("--gamma", type=float, default=1.0, help="feature-learning strength (mup)")
+    deg.add_argument("--nuclear", type=float, default=0.0, help="nuclear-norm penalty on the recurrent weights")
+    deg.add_argument("--l1", type=float, default=0.0, help="L1 penalty on the recurrent weights")
     deg.add_argument("--max-steps", type=int, default=8000, help="cap on training steps")
     deg.add_argument("--lr", type=float, default=1e-2, help="initial Adam learning rate (halves every 1500 steps)")
     deg.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
@@ -304,6 +309,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         values=tuple(_number(v) for v in values.split(",")),
         seeds=args.seeds,
         hidden=args.hidden,
+        parameterisation=args.parameterisation,
+        gamma=args.gamma,
+        nuclear=args.nuclear,
+        l1=args.l1,
         max_steps=args.max_steps,
         lr=args.lr,
     )

@@ -23,15 +23,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.config import Config, bounded, choice, integer
+from engine.rnn.ensemble import PARAMETERISATIONS, TrainConfig
 from engine.rnn.tasks import TASKS, make_task
-
-if TYPE_CHECKING:
-    from engine.rnn.ensemble import TrainConfig
 
 __all__ = [
     "SweepSpec",
@@ -40,6 +37,8 @@ __all__ = [
     "measure_condition",
     "run_condition",
     "write_condition",
+    "condition_model",
+    "network_means",
     "init_store",
     "local_cluster",
     "run_sweep",
@@ -48,16 +47,25 @@ __all__ = [
 ]
 
 SWEEP_ATTR = "dynascope_sweep"
-WIDTH_KNOB = "hidden"
+
+
+TRAIN_KNOBS = ("hidden", "gamma", "nuclear", "l1")  # knobs of the network and its training, not the task
 
 
 @dataclass(frozen=True)
 class SweepSpec(Config):
     task: str = choice("flipflop", tuple(TASKS), doc="task")
-    knob: str = field(default="channels", metadata={"doc": "the varied knob: a task field, or hidden (width)"})
+    knob: str = field(
+        default="channels",
+        metadata={"doc": "the varied knob: a task field, hidden (width), gamma, nuclear or l1"},
+    )
     values: tuple = field(default=(1, 3), metadata={"doc": "its values, one condition each"})
     seeds: int = integer(8, 2, 4096, doc="networks per condition")
     hidden: int = integer(64, 2, 4096, doc="units per network (unless the knob is hidden)")
+    parameterisation: str = choice("standard", PARAMETERISATIONS, doc="standard tanh RNN, or mup (needed for gamma)")
+    gamma: float = bounded(1.0, 0.0, 1e4, lo_open=True, doc="feature-learning strength (mup only)")
+    nuclear: float = bounded(0.0, 0.0, 1e3, doc="nuclear-norm penalty on W_h")
+    l1: float = bounded(0.0, 0.0, 1e3, doc="L1 penalty on W_h")
     lr: float = bounded(1e-2, 0.0, 1.0, lo_open=True, doc="initial Adam learning rate")
     lr_half_life: float = bounded(1500.0, 0.0, 1e9, doc="steps over which the learning rate halves (0: constant)")
     clip: float = bounded(1.0, 0.0, 1e6, doc="largest gradient norm of each network (0: no clipping)")
@@ -76,31 +84,35 @@ class SweepSpec(Config):
         if not values:
             raise ValueError("values=() is not allowed: give at least one value")
         task_fields = {f for f in TASKS[self.task].__dataclass_fields__}
-        if self.knob != WIDTH_KNOB and self.knob not in task_fields:
+        if self.knob not in TRAIN_KNOBS and self.knob not in task_fields:
             raise ValueError(
                 f"knob={self.knob!r} is not allowed for task {self.task}: choose one of "
-                f"{', '.join(sorted(task_fields | {WIDTH_KNOB}))}"
+                f"{', '.join(sorted(task_fields | set(TRAIN_KNOBS)))}"
             )
-        for value in values:  # every condition must build: the task validates its own knob
+        if self.knob == "gamma" and self.parameterisation != "mup":
+            raise ValueError("knob='gamma' needs parameterisation=mup (the feature-learning parameterisation)")
+        for value in values:  # every condition must build: the task and training configs validate the knob
             self.condition(value)
 
     def condition(self, value) -> tuple:
-        """(task config, hidden width) of the condition with ``knob = value``."""
-        if self.knob == WIDTH_KNOB:
-            width = int(value)
-            if not 2 <= width <= 4096 or width != value:
-                raise ValueError(f"hidden={value} is out of range: allowed [2, 4096]")
-            return make_task(self.task), width
-        return make_task(self.task, **{self.knob: value}), self.hidden
+        """(task config, training knobs) of the condition with ``knob = value``."""
+        train = {"hidden": self.hidden, "gamma": self.gamma, "nuclear": self.nuclear, "l1": self.l1}
+        if self.knob in TRAIN_KNOBS:
+            if self.knob == "hidden" and int(value) != value:
+                raise ValueError(f"hidden={value} is not allowed: widths are whole numbers")
+            train[self.knob] = int(value) if self.knob == "hidden" else float(value)
+            probe = {k: v for k, v in train.items() if k != "gamma" or self.parameterisation == "mup"}
+            TrainConfig(parameterisation=self.parameterisation, **probe)  # validates the value now
+            return make_task(self.task), train
+        return make_task(self.task, **{self.knob: value}), train
 
 
 def train_config(spec: SweepSpec, index: int) -> TrainConfig:
     """The training config of condition ``index``: network j uses seed ``spec.seed + 1000 index + j``."""
-    from engine.rnn.ensemble import TrainConfig
-
-    _, width = spec.condition(spec.values[index])
+    _, train = spec.condition(spec.values[index])
+    if spec.parameterisation != "mup":
+        train.pop("gamma")
     return TrainConfig(
-        hidden=width,
         networks=spec.seeds,
         seed=spec.seed + 1000 * index,
         lr=spec.lr,
@@ -109,6 +121,8 @@ def train_config(spec: SweepSpec, index: int) -> TrainConfig:
         epoch_steps=spec.epoch_steps,
         clip=spec.clip,
         lr_half_life=spec.lr_half_life,
+        parameterisation=spec.parameterisation,
+        **train,
     )
 
 
@@ -163,7 +177,8 @@ def measure_condition(spec: SweepSpec, index: int, stream, final) -> dict:
         "pif": pif,
         "w_h": w_h,
         "w_h_init": res.init["w_h"],
-        "hidden": hidden,
+        **{name: getattr(res.model, name).detach().numpy() for name in ("w_x", "b", "w_o", "b_o")},
+        "states": hidden,
         "inputs": final["inputs"].values,
         "targets": final["targets"].values,
         "n_converged": int(conv.size),
@@ -206,7 +221,17 @@ def run_condition(spec_json: str, index: int, *, on_chunk=None, should_stop=None
 
 
 PER_NET = ("converged", "diverged", "train_steps", "final_loss", "ood_mse")
-PADDED = ("w_h", "w_h_init", "hidden", "inputs", "targets")  # float32, NaN-padded to the largest condition
+PADDED = (
+    "w_h",
+    "w_h_init",
+    "w_x",
+    "b",
+    "w_o",
+    "b_o",
+    "states",
+    "inputs",
+    "targets",
+)  # float32, NaN-padded to the largest condition
 PER_CONDITION = (
     "n_converged",
     "dynamics_degeneracy",
@@ -227,7 +252,11 @@ LONG = {
     "pif": "permutation-invariant weight distance",
     "w_h": "recurrent weights",
     "w_h_init": "recurrent weights at step 0",
-    "hidden": "hidden state on test trials",
+    "w_x": "input weights",
+    "b": "hidden bias",
+    "w_o": "readout weights",
+    "b_o": "readout bias",
+    "states": "hidden state on test trials",
     "inputs": "test input",
     "targets": "test target",
     "n_converged": "converged networks",
@@ -247,7 +276,7 @@ def _template(spec: SweepSpec):
     import xarray as xr
 
     c, k = len(spec.values), spec.seeds
-    width = max(spec.condition(v)[1] for v in spec.values)
+    width = max(spec.condition(v)[1]["hidden"] for v in spec.values)
     trials = [spec.condition(v)[0].generate(1, np.random.default_rng(0)) for v in spec.values]
     steps = max(t.inputs.shape[1] for t in trials)
     n_in = max(t.inputs.shape[2] for t in trials)
@@ -259,7 +288,11 @@ def _template(spec: SweepSpec):
             "pif": ("condition", "net", "net2"),
             "w_h": ("condition", "net", "unit", "unit2"),
             "w_h_init": ("condition", "net", "unit", "unit2"),
-            "hidden": ("condition", "net", "trial", "time", "unit"),
+            "w_x": ("condition", "net", "unit", "in"),
+            "b": ("condition", "net", "unit"),
+            "w_o": ("condition", "net", "out", "unit"),
+            "b_o": ("condition", "net", "out"),
+            "states": ("condition", "net", "trial", "time", "unit"),
             "inputs": ("condition", "trial", "time", "in"),
             "targets": ("condition", "trial", "time", "out"),
         }
@@ -400,8 +433,40 @@ def run_sweep(
             cluster.close()
 
 
+def condition_model(ds, index: int):
+    """The trained networks of condition ``index`` of a sweep dataset, rebuilt as an ``EnsembleRNN``."""
+    import torch
+
+    from engine.rnn.ensemble import EnsembleRNN
+
+    spec = SweepSpec.from_dict(json.loads(ds.attrs[SWEEP_ATTR]))
+    task, _ = spec.condition(spec.values[index])
+    cfg = train_config(spec, index)
+    n, k = cfg.hidden, spec.seeds
+    model = EnsembleRNN.for_task(task, cfg, [0] * k)
+    cut = {"w_h": (n, n), "w_x": (n, task.n_in), "b": (n,), "w_o": (task.n_out, n), "b_o": (task.n_out,)}
+    with torch.no_grad():
+        for name, shape in cut.items():
+            value = ds[name].values[index][(slice(None), *(slice(0, m) for m in shape))]
+            getattr(model, name).copy_(torch.from_numpy(np.ascontiguousarray(value, np.float32)))
+    return model
+
+
+def network_means(matrix: np.ndarray, converged: np.ndarray) -> np.ndarray:
+    """Each converged network's mean distance to the other converged networks (the seed spread)."""
+    idx = np.flatnonzero(converged)
+    if idx.size < 2:
+        return np.zeros(0)
+    m = np.asarray(matrix, float)[np.ix_(idx, idx)]
+    return m.sum(1) / (idx.size - 1)
+
+
 def sweep_summary(path: str | Path) -> dict:
-    """Per condition: knob value, done, converged count and the three degeneracy values."""
+    """Per condition: knob value, done, converged count, the three degeneracy values and their spread.
+
+    ``dynamics_sd`` and ``weights_sd`` are the standard deviations across converged networks of
+    each network's mean distance to the others.
+    """
     import xarray as xr
 
     ds = xr.open_zarr(path, consolidated=False)
@@ -412,6 +477,10 @@ def sweep_summary(path: str | Path) -> dict:
         for name in ("n_converged", "dynamics_degeneracy", "weight_degeneracy", "sigma_ood", "weight_change"):
             value = ds[name].values[i].item()
             row[name] = None if isinstance(value, float) and not np.isfinite(value) else value
+        conv = ds["converged"].values[i]
+        for name, key in (("dsa", "dynamics_sd"), ("pif", "weights_sd")):
+            means = network_means(ds[name].values[i], conv)
+            row[key] = float(np.std(means, ddof=1)) if means.size >= 2 else None
         rows.append(row)
     return {
         "engine": "rnn-sweep",
