@@ -39,6 +39,24 @@ def test_tiny_sweep_runs_resumes_and_reports(tmp_path):
     assert info["conditions"] == summary["conditions"]
     other = run_cli("sweep", "degeneracy", "--vary", "channels=1,3", "--seeds", "3", "--out", str(out))
     assert other.returncode == 2 and "different sweep" in other.stderr
+    _stored_networks_reproduce_their_trajectories(out)
+
+
+def _stored_networks_reproduce_their_trajectories(path):
+    """Every trained parameter is in the store: the networks rebuilt from it replay the test trials."""
+    import numpy as np
+    import torch
+    import xarray as xr
+
+    from engine.rnn.sweep import condition_model
+
+    ds = xr.open_zarr(path, consolidated=False)
+    for i, channels in enumerate(ds["channels"].values):
+        model = condition_model(ds, i)
+        x = torch.from_numpy(np.repeat(ds["inputs"].values[i][None, :, :, :channels], 3, 0))
+        with torch.no_grad():
+            _, hidden = model(x, return_hidden=True)
+        np.testing.assert_allclose(hidden.numpy(), ds["states"].values[i], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +68,10 @@ def test_tiny_sweep_runs_resumes_and_reports(tmp_path):
         (["--vary", "channels"], "expected KNOB=V1,V2"),
         (["--task", "nope", "--vary", "channels=1"], "invalid choice: 'nope'"),
         (["--vary", "channels=1", "--scheduler", "tcp://127.0.0.1:9"], "cannot reach the Dask scheduler"),
+        (["--vary", "gamma=1,2"], "needs parameterisation=mup"),
+        (["--vary", "gamma=0,2", "--parameterisation", "mup"], "gamma=0 is out of range"),
+        (["--vary", "nuclear=-1"], "nuclear=-1"),
+        (["--vary", "hidden=16.5"], "hidden=16.5"),
     ],
 )
 def test_bad_sweep_input_exits_2(tmp_path, args, words):
