@@ -91,6 +91,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the varied knob and its values: a task knob (channels=1,2,3), hidden=32,128, gamma=0.1,1,10 "
         "(with --parameterisation mup), nuclear=0,1e-3 or l1=0,1e-4",
     )
+    deg.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="fix another task field in every condition, e.g. --set channels=2 (repeatable)",
+    )
     deg.add_argument("--seeds", type=int, default=8, help="networks per condition")
     deg.add_argument("--hidden", type=int, default=64, help="units per network")
     deg.add_argument("--parameterisation", choices=("standard", "mup"), default="standard", help="mup enables gamma")
@@ -107,7 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the dashboards (panel serve) on 127.0.0.1")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5006, help="port (default 5006)")
-    serve.add_argument("--open", dest="open_path", help="a stored run to show in the spiking app")
+    serve.add_argument("--open", dest="open_path", help="a stored run (spiking app) or sweep (degeneracy app) to show")
     serve.add_argument("--runs", default="runs", help="folder for the stores of live runs (default runs/)")
     serve.add_argument("--show", action="store_true", help="open a browser")
 
@@ -260,13 +267,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _is_sweep(path: str) -> bool:
-    from pathlib import Path
+    from explorer.paths import is_sweep_store
 
-    try:
-        attrs = json.loads((Path(path).expanduser() / ".zattrs").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(attrs, dict) and "dynascope_sweep" in attrs
+    return is_sweep_store(path)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -287,12 +290,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _number(text: str) -> int | float:
+def _number(text: str, option: str = "--vary") -> int | float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"--vary value {text!r} is not a number") from None
+        raise UsageError(f"{option} value {text!r} is not a number") from None
     return int(value) if value.is_integer() else value
+
+
+def _task_options(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UsageError(f"--set {item!r}: expected FIELD=VALUE")
+        out[name.strip()] = _number(value, "--set")
+    return out
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -307,6 +320,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         task=args.task,
         knob=knob.strip(),
         values=tuple(_number(v) for v in values.split(",")),
+        task_options=_task_options(args.set),
         seeds=args.seeds,
         hidden=args.hidden,
         parameterisation=args.parameterisation,

@@ -72,6 +72,8 @@ def _stored_networks_reproduce_their_trajectories(path):
         (["--vary", "gamma=0,2", "--parameterisation", "mup"], "gamma=0 is out of range"),
         (["--vary", "nuclear=-1"], "nuclear=-1"),
         (["--vary", "hidden=16.5"], "hidden=16.5"),
+        (["--vary", "hidden=16,32", "--set", "chan=2"], "task option 'chan' is not allowed"),
+        (["--vary", "hidden=16,32", "--set", "channels=0"], "channels=0 is out of range"),
     ],
 )
 def test_bad_sweep_input_exits_2(tmp_path, args, words):

@@ -22,6 +22,7 @@ import torch
 __all__ = [
     "sigma_ood",
     "dsa_matrix",
+    "principal_states",
     "pif_distance",
     "pif_matrix",
     "linear_cka",
@@ -45,15 +46,46 @@ def mean_offdiag(matrix: np.ndarray) -> float:
     return float(m[iu].mean()) if iu[0].size else float("nan")
 
 
+def principal_states(states: np.ndarray, pcs: int) -> np.ndarray:
+    """States (trial, time, unit) in the basis of their top ``pcs`` principal components.
+
+    An orthogonal change of basis plus truncation: DSA is invariant to the first, and the
+    second keeps the delay embedding smaller than the number of samples at any width.
+    """
+    flat = states.reshape(-1, states.shape[-1]).astype(np.float64)
+    centred = flat - flat.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(pcs, vt.shape[0])
+    return (centred @ vt[:k].T).reshape(*states.shape[:-1], k)
+
+
 def dsa_matrix(
-    trajectories: list[np.ndarray], *, n_delays: int = 10, rank: int = 20, iters: int = 500, lr: float = 1e-2
+    trajectories: list[np.ndarray],
+    *,
+    n_delays: int = 10,
+    rank: int = 20,
+    pcs: int = 0,
+    iters: int = 500,
+    lr: float = 1e-2,
 ) -> np.ndarray:
-    """Pairwise angular DSA distances between hidden trajectories, each (trial, time, unit)."""
+    """Pairwise angular DSA distances between hidden trajectories, each (trial, time, unit).
+
+    ``pcs > 0`` first projects each network's states onto its own top ``pcs`` principal components.
+    """
     from DSA import DSA
 
     if len(trajectories) < 2:
         raise ValueError(f"DSA needs at least 2 networks, got {len(trajectories)}")
-    rank = min(rank, n_delays * min(t.shape[-1] for t in trajectories))
+    if pcs > 0:
+        trajectories = [principal_states(t, pcs) for t in trajectories]
+    trials, steps, dim = min(t.shape for t in trajectories)
+    samples = trials * (steps - n_delays + 1)
+    if n_delays * dim > samples:
+        raise ValueError(
+            f"dsa delays={n_delays} x {dim} dimensions exceed the {samples} delay-embedded samples: "
+            "project onto fewer principal components (pcs), use fewer delays or more test trials"
+        )
+    rank = min(rank, n_delays * dim)
     dsa = DSA(
         list(trajectories), n_delays=n_delays, rank=rank, score_method="angular", iters=iters, lr=lr, verbose=False
     )

@@ -60,6 +60,7 @@ class SweepSpec(Config):
         metadata={"doc": "the varied knob: a task field, hidden (width), gamma, nuclear or l1"},
     )
     values: tuple = field(default=(1, 3), metadata={"doc": "its values, one condition each"})
+    task_options: dict = field(default_factory=dict, metadata={"doc": "other task fields, fixed across conditions"})
     seeds: int = integer(8, 2, 4096, doc="networks per condition")
     hidden: int = integer(64, 2, 4096, doc="units per network (unless the knob is hidden)")
     parameterisation: str = choice("standard", PARAMETERISATIONS, doc="standard tanh RNN, or mup (needed for gamma)")
@@ -77,6 +78,7 @@ class SweepSpec(Config):
     ood_trials: int = integer(64, 1, 100_000, doc="out-of-distribution trials for sigma_OOD")
     dsa_delays: int = integer(10, 1, 1000, doc="DSA delay embedding")
     dsa_rank: int = integer(20, 1, 10_000, doc="DSA rank")
+    dsa_pcs: int = integer(32, 0, 4096, doc="principal components of the states DSA sees (0: every unit)")
 
     def check(self) -> None:
         values = tuple(self.values)
@@ -84,6 +86,12 @@ class SweepSpec(Config):
         if not values:
             raise ValueError("values=() is not allowed: give at least one value")
         task_fields = {f for f in TASKS[self.task].__dataclass_fields__}
+        for name in self.task_options:
+            if name not in task_fields or name == self.knob:
+                raise ValueError(
+                    f"task option {name!r} is not allowed for task {self.task}: choose among "
+                    f"{', '.join(sorted(task_fields - {self.knob}))}"
+                )
         if self.knob not in TRAIN_KNOBS and self.knob not in task_fields:
             raise ValueError(
                 f"knob={self.knob!r} is not allowed for task {self.task}: choose one of "
@@ -92,7 +100,19 @@ class SweepSpec(Config):
         if self.knob == "gamma" and self.parameterisation != "mup":
             raise ValueError("knob='gamma' needs parameterisation=mup (the feature-learning parameterisation)")
         for value in values:  # every condition must build: the task and training configs validate the knob
-            self.condition(value)
+            task, train = self.condition(value)
+            self._check_dsa(task, train["hidden"])
+
+    def _check_dsa(self, task, width: int) -> None:
+        """DSA's delay embedding must have fewer dimensions than samples (fail now, not after training)."""
+        steps = task.generate(1, np.random.default_rng(0)).inputs.shape[1]
+        dim = min(width, self.dsa_pcs) if self.dsa_pcs else width
+        samples = self.test_trials * (steps - self.dsa_delays + 1)
+        if self.dsa_delays * dim > samples:
+            raise ValueError(
+                f"dsa_delays={self.dsa_delays} x {dim} state dimensions exceed the {samples} delay-embedded "
+                f"samples of {self.test_trials} test trials: lower dsa_pcs or dsa_delays, or raise test_trials"
+            )
 
     def condition(self, value) -> tuple:
         """(task config, training knobs) of the condition with ``knob = value``."""
@@ -103,8 +123,8 @@ class SweepSpec(Config):
             train[self.knob] = int(value) if self.knob == "hidden" else float(value)
             probe = {k: v for k, v in train.items() if k != "gamma" or self.parameterisation == "mup"}
             TrainConfig(parameterisation=self.parameterisation, **probe)  # validates the value now
-            return make_task(self.task), train
-        return make_task(self.task, **{self.knob: value}), train
+            return make_task(self.task, **self.task_options), train
+        return make_task(self.task, **{**self.task_options, self.knob: value}), train
 
 
 def train_config(spec: SweepSpec, index: int) -> TrainConfig:
@@ -162,7 +182,9 @@ def measure_condition(spec: SweepSpec, index: int, stream, final) -> dict:
     pif = np.full((k, k), np.nan)
     t1 = time.perf_counter()
     if conv.size >= 2:
-        dsa[np.ix_(conv, conv)] = dsa_matrix([hidden[j] for j in conv], n_delays=spec.dsa_delays, rank=spec.dsa_rank)
+        dsa[np.ix_(conv, conv)] = dsa_matrix(
+            [hidden[j] for j in conv], n_delays=spec.dsa_delays, rank=spec.dsa_rank, pcs=spec.dsa_pcs
+        )
         pif[np.ix_(conv, conv)] = pif_matrix([w_h[j] for j in conv])
     metric_seconds = time.perf_counter() - t1
     change = [weight_change(w_h[j], res.init["w_h"][j]) for j in conv]
