@@ -1,8 +1,9 @@
 """Serving the dashboards: ``dynascope serve`` runs ``panel serve`` on every app in ``panels/``.
 
 The server binds to 127.0.0.1 unless told otherwise. Options reach the apps through the
-environment (``DYNASCOPE_RUNS``: where live runs are stored; ``DYNASCOPE_OPEN``: a stored run to
-show at start), never through URL parameters.
+environment (``DYNASCOPE_RUNS``: where live runs and sweeps are stored; ``DYNASCOPE_OPEN``: a
+stored run or sweep to show at start, in the app that shows its kind), never through URL
+parameters.
 """
 
 from __future__ import annotations
@@ -12,19 +13,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+from explorer.paths import is_sweep_store
+
 __all__ = ["PANELS", "app_options", "index_page", "serve_command", "serve"]
 
 PANELS = Path(__file__).resolve().parents[1] / "panels"
 APPS = {
     "spiking": "Spiking networks: COBA, CUBA and Brunel's E/I regimes, live raster and rates, "
-    "sliders on the running network, stored runs, export."
+    "sliders on the running network, stored runs, export.",
+    "degeneracy": "Solution degeneracy of task-trained RNNs: sweep a knob, watch every network's loss, "
+    "compare converged networks by DSA and weight (PIF) distances, MDS, σ_OOD, trajectories and fixed points.",
 }
+OPENS = {"spiking": "run", "degeneracy": "sweep"}  # the kind of store each app shows
 
 
-def app_options() -> dict:
-    """Options for an app from the server's environment."""
+def app_options(app: str = "spiking") -> dict:
+    """Options for an app from the server's environment (a store to open if it is of the app's kind)."""
     path = os.environ.get("DYNASCOPE_OPEN")
-    return {"open_path": path} if path else {}
+    if not path:
+        return {}
+    kind = "sweep" if is_sweep_store(path) else "run"
+    return {"open_path": path} if OPENS.get(app) == kind else {}
 
 
 def index_page():
@@ -77,12 +86,14 @@ def serve(
     if open_path:
         from engine.store import read_record
 
-        read_record(open_path)  # a clear one-line error before the server starts
+        if not is_sweep_store(open_path):
+            read_record(open_path)  # a clear one-line error before the server starts
         env["DYNASCOPE_OPEN"] = str(Path(open_path).expanduser().absolute())
     cmd = serve_command(address, port)
     if show:
         cmd.append("--show")
-    print(f"Dynascope at http://{address}:{port}/index  (spiking: http://{address}:{port}/spiking)", flush=True)
+    apps = ", ".join(f"{name}: http://{address}:{port}/{name}" for name in APPS)
+    print(f"Dynascope at http://{address}:{port}/index  ({apps})", flush=True)
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:

@@ -11,10 +11,8 @@ control and change nothing.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,8 @@ from engine.spiking import MODELS, REGIMES, SpikingConfig, SpikingStream
 from engine.store import StoreError, open_run, read_record
 from explorer.export import FIGURES, FORMATS, export_bytes
 from explorer.live import LiveRun
+from explorer.paths import check_allowed, runs_dir
+from explorer.session import held, locked
 from explorer.spiking_views import HistogramView, PhaseDiagram, RasterView, RateView, VoltageView
 
 __all__ = ["SpikingExplorer", "runs_dir"]
@@ -34,27 +34,9 @@ SPEEDS = {"0.1x": 0.1, "0.25x": 0.25, "0.5x": 0.5, "1x": 1.0, "2x": 2.0, "5x": 5
 HIST_WINDOW_MS = 2000.0
 
 
-def runs_dir() -> Path:
-    """Where live runs are stored: ``$DYNASCOPE_RUNS`` or ``./runs``."""
-    return Path(os.environ.get("DYNASCOPE_RUNS", "runs")).expanduser()
-
-
-def _allowed_roots() -> list[Path]:
-    roots = [Path.cwd(), runs_dir()]
-    extra = os.environ.get("DYNASCOPE_OPEN")
-    if extra:
-        roots.append(Path(extra).expanduser().absolute().parent)
-    return [r.resolve() for r in roots]
-
-
 def check_open_path(text: str) -> Path:
     """A store path typed by a user: it must be a run store inside an allowed folder."""
-    if not text.strip():
-        raise StoreError("type the path of a run store")
-    path = Path(text.strip()).expanduser()
-    resolved = path.resolve()
-    if not any(resolved == root or root in resolved.parents for root in _allowed_roots()):
-        raise StoreError(f"{path} is outside the folders this server may read")
+    resolved = check_allowed(text)
     read_record(resolved)  # raises StoreError for anything that is not a store
     return resolved
 
@@ -127,9 +109,9 @@ class SpikingExplorer(pn.viewable.Viewer):
         self.start_btn = pn.widgets.Button(name="Start", button_type="success", width=80)
         self.pause_btn = pn.widgets.Button(name="Pause", button_type="warning", width=80)
         self.reset_btn = pn.widgets.Button(name="Reset", button_type="default", width=80)
-        self.start_btn.on_click(lambda e: _locked(self.start))
-        self.pause_btn.on_click(lambda e: _locked(self.pause))
-        self.reset_btn.on_click(lambda e: _locked(self.reset))
+        self.start_btn.on_click(lambda e: locked(self.start))
+        self.pause_btn.on_click(lambda e: locked(self.pause))
+        self.reset_btn.on_click(lambda e: locked(self.reset))
         self.status = pn.pane.HTML("idle", css_classes=["status-line"], sizing_mode="stretch_width", height=24)
         self.neuron_range = pn.widgets.IntRangeSlider(
             name="raster neurons", start=0, end=2500, value=(0, 2500), step=10, css_classes=["neuron-range"]
@@ -167,7 +149,7 @@ class SpikingExplorer(pn.viewable.Viewer):
             name="open a stored run", placeholder="runs/….zarr", css_classes=["open-path"]
         )
         self.open_btn = pn.widgets.Button(name="Open", width=80)
-        self.open_btn.on_click(lambda e: _locked(self._open_stored))
+        self.open_btn.on_click(lambda e: locked(self._open_stored))
         self.open_msg = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["open-error"])
         for w in (self.scale_input, self.dt_input, self.seed_input):
             w.param.watch(self._on_restart_param, "value")
@@ -316,7 +298,7 @@ class SpikingExplorer(pn.viewable.Viewer):
         if chunk is not None:
             t0 = time.perf_counter()
             t_end = float(chunk["chunk_end"].values[-1])
-            with _held(pn.state.curdoc):
+            with held(pn.state.curdoc):
                 self.raster.push(chunk, self._labels, t_end)
                 self.rates.push(chunk, t_end)
                 self.voltage.push(chunk, t_end)
@@ -442,36 +424,6 @@ class SpikingExplorer(pn.viewable.Viewer):
             self.status, self.raster, self.rates, self.voltage, self.hists, self.phase, sizing_mode="stretch_width"
         )
         return pn.Row(run_box, views, sizing_mode="stretch_width")
-
-
-def _locked(fn) -> None:
-    """Run ``fn`` with the session's document locked.
-
-    Panel runs button callbacks without the lock; changes to Bokeh models (our views' sources
-    and ranges) need it, so they go to the next tick of the server's loop.
-    """
-    doc = pn.state.curdoc
-    if doc is not None and doc.session_context is not None:
-        doc.add_next_tick_callback(fn)
-    else:
-        fn()
-
-
-@contextmanager
-def _held(doc):
-    """Send the changes made inside as one message.
-
-    Bokeh's own hold: ``pn.io.hold`` inside a periodic callback made the server drop the
-    browser's slider events while a run streamed (Panel 1.9).
-    """
-    if doc is None:
-        yield
-        return
-    doc.hold("combine")
-    try:
-        yield
-    finally:
-        doc.unhold()
 
 
 def _sample_interval(dt: float) -> float:

@@ -7,4 +7,4 @@ from explorer.spiking_app import SpikingExplorer
 
 pn.extension(notifications=True)
 
-SpikingExplorer(**app_options()).servable(title="Dynascope · spiking networks")
+SpikingExplorer(**app_options("spiking")).servable(title="Dynascope · spiking networks")
