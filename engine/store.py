@@ -30,9 +30,20 @@ from engine.chunk import Chunk, Column
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["RunStore", "StoreError", "open_run", "read_record", "check_out_path", "is_store", "RECORD"]
+__all__ = [
+    "RunStore",
+    "StoreError",
+    "open_run",
+    "read_record",
+    "check_out_path",
+    "is_store",
+    "is_sweep_store",
+    "RECORD",
+    "SWEEP_ATTR",
+]
 
 RECORD = "dynascope_run"  # the group attribute holding the commit record
+SWEEP_ATTR = "dynascope_sweep"  # the group attribute of a sweep store: its spec as JSON
 FORMAT = "dynascope-run/1"
 FINAL_STATUSES = ("complete", "diverged", "stopped", "failed")
 CHUNK_BYTES = 1 << 18  # largest chunk file along an append dim
@@ -72,6 +83,12 @@ def _read_json(path: Path) -> Any:
 def is_store(path: str | os.PathLike) -> bool:
     attrs = _read_json(Path(path) / ".zattrs")
     return isinstance(attrs, dict) and RECORD in attrs
+
+
+def is_sweep_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a sweep store (its group attrs hold the sweep spec)."""
+    attrs = _read_json(Path(path).expanduser() / ".zattrs")
+    return isinstance(attrs, dict) and SWEEP_ATTR in attrs
 
 
 def check_out_path(path: str | os.PathLike, *, overwrite: bool = True) -> Path:

@@ -381,17 +381,20 @@ class DegeneracyExplorer(pn.viewable.Viewer):
         for var, view in self.matrices.items():
             name = ds[var].attrs.get("long_name", var)
             view.show(ds[var].values[index], f"{var.upper()} · {label} · {n}/{k} converged", name)
-        if self.run is None:  # a stored sweep: its final losses stand in for the curves
+        if self.run is None:  # a stored sweep: its epoch-mean loss curves
             spec = self.spec
             threshold = float(spec.condition(spec.values[index])[0].threshold)
-            self.loss.show_final(
-                ds["train_steps"].values[index],
-                ds["final_loss"].values[index],
+            loss = np.asarray(ds["epoch_loss"].values[index], float)  # (epoch, net)
+            rows = np.isfinite(loss).any(1)
+            steps = (np.arange(loss.shape[0]) + 1) * spec.epoch_steps
+            self.loss.reset(
+                k,
                 threshold,
-                f"Final training loss of each network · {label} · dashed: threshold {threshold:g} "
-                "(sweep stores keep no loss curves)",
-                (axis_label(ds["train_steps"].attrs), axis_label(ds["final_loss"].attrs)),
+                int(steps[rows][-1]) if rows.any() else 1,
+                f"Epoch-mean training loss · {label} · dashed: threshold {threshold:g}",
+                ("training step", axis_label(ds["epoch_loss"].attrs)),
             )
+            self.loss.push({"step": _Values(steps[rows]), "loss": _Values(loss[rows])})
         options = {f"network {j} ({'converged' if conv[j] else 'not converged'})": j for j in range(k)}
         first = int(np.flatnonzero(conv)[0]) if n else 0
         self._syncing = True
@@ -601,3 +604,10 @@ class DegeneracyExplorer(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         return pn.Row(controls, views, sizing_mode="stretch_width")
+
+
+class _Values:
+    """The ``.values`` surface of a chunk column, for arrays read from a sweep store."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values

@@ -97,7 +97,6 @@ class LossView(pn.viewable.Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         self.source = ColumnDataSource({"step": np.zeros(0, np.int64)}, name="loss")
-        self.final = ColumnDataSource({"step": [], "loss": [], "net": []}, name="final-loss")
         self.fig = _figure(
             "Training loss",
             300,
@@ -110,9 +109,6 @@ class LossView(pn.viewable.Viewer):
         self.threshold = Span(location=1e-3, dimension="width", line_dash="dashed", line_color="#333333")
         self.threshold.visible = False
         self.fig.add_layout(self.threshold)
-        self.fig.scatter(
-            "step", "loss", source=self.final, size=8, color="#1f77b4", name="final loss of a network", line_color=None
-        )
         self.fig.add_tools(HoverTool(tooltips=[("", "$name"), ("step", "$x{0}"), ("MSE", "$y{0.00e}")]))
         self._lines: list = []
         self.stride = 1
@@ -126,7 +122,6 @@ class LossView(pn.viewable.Viewer):
         """Empty the plot and prepare ``networks`` lines; ``threshold`` is drawn dashed."""
         self.fig.renderers = [r for r in self.fig.renderers if r not in self._lines]
         self.source.data = {"step": np.zeros(0, np.int64), **{f"n{j}": np.zeros(0) for j in range(networks)}}
-        self.final.data = {"step": [], "loss": [], "net": []}
         self._lines = [
             self.fig.line(
                 "step",
@@ -171,17 +166,6 @@ class LossView(pn.viewable.Viewer):
             _set(y, self._lo, self._hi, log=True)
         if self.last_step > self.fig.x_range.end:
             self.fig.x_range.end = max(100, int(self.last_step * 1.25))
-
-    def show_final(
-        self, steps: np.ndarray, loss: np.ndarray, threshold: float, title: str, labels: tuple[str, str] | None = None
-    ) -> None:
-        """A stored condition: each network's last loss at its last step (stores keep no loss curves)."""
-        self.reset(0, threshold, 1, title, labels)
-        loss = np.asarray(loss, float)
-        self.final.data = {"step": np.asarray(steps), "loss": loss, "net": np.arange(loss.size)}
-        seen = _finite(loss[loss > 0], [threshold])
-        _set(self.fig.y_range, seen.min(), seen.max(), log=True)
-        self.fig.x_range.start, self.fig.x_range.end = 0, max(100, int(np.nanmax(steps, initial=0) * 1.1))
 
     def __panel__(self):
         return pn.pane.Bokeh(self.fig, sizing_mode="stretch_width")

@@ -7,15 +7,12 @@ of the store given at start (``DYNASCOPE_OPEN``).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from engine.store import StoreError
+from engine.store import StoreError, is_sweep_store
 
 __all__ = ["runs_dir", "allowed_roots", "check_allowed", "is_sweep_store"]
-
-SWEEP_ATTR = "dynascope_sweep"  # the dataset attr that marks a sweep store (engine.rnn.sweep.SWEEP_ATTR)
 
 
 def runs_dir() -> Path:
@@ -41,12 +38,3 @@ def check_allowed(text: str, what: str = "run store") -> Path:
     if not any(resolved == root or root in resolved.parents for root in allowed_roots()):
         raise StoreError(f"{path} is outside the folders this server may read")
     return resolved
-
-
-def is_sweep_store(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a degeneracy-sweep store (its root attrs hold the sweep spec)."""
-    try:
-        attrs = json.loads((Path(path).expanduser() / ".zattrs").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(attrs, dict) and SWEEP_ATTR in attrs

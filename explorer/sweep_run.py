@@ -108,6 +108,9 @@ class SweepRun:
 
     # -- producer thread ------------------------------------------------------------------
     def _produce(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one intra-op thread: two on two cores ran 3-4x slower (OpenMP spinning)
         spec_json = self.spec.to_json()
         try:
             for index in range(len(self.spec.values)):

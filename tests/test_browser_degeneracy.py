@@ -124,7 +124,7 @@ def test_tiny_sweep_runs_live_stops_reopens_and_resumes(browser, server, runs, c
     wait_for(lambda: "stored sweep" in status(other), what="the stored sweep")
     assert "1/2 conditions finished" in status(other)
     assert rows(other, "mds-dsa") == first
-    assert rows(other, "final-loss") == 3  # a stored condition shows each network's final loss
+    assert rows(other, "loss") > 5  # a stored condition shows its epoch-mean loss curves
     other.get_by_role("button", name="Start").click()
     wait_for(lambda: "2/2 conditions stored" in status(other), timeout=150, what="the resumed sweep to finish")
     seconds = time.time() - t0

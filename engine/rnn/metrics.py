@@ -67,6 +67,7 @@ def dsa_matrix(
     pcs: int = 0,
     iters: int = 500,
     lr: float = 1e-2,
+    seed: int = 0,
 ) -> np.ndarray:
     """Pairwise angular DSA distances between hidden trajectories, each (trial, time, unit).
 
@@ -89,7 +90,9 @@ def dsa_matrix(
     dsa = DSA(
         list(trajectories), n_delays=n_delays, rank=rank, score_method="angular", iters=iters, lr=lr, verbose=False
     )
-    matrix = np.asarray(dsa.fit_score(), float)
+    with torch.random.fork_rng():  # the alignment starts from a random rotation: seeded, caller's RNG untouched
+        torch.manual_seed(seed)
+        matrix = np.asarray(dsa.fit_score(), float)
     return 0.5 * (matrix + matrix.T)
 
 

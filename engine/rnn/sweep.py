@@ -29,6 +29,7 @@ import numpy as np
 from engine.config import Config, bounded, choice, integer
 from engine.rnn.ensemble import PARAMETERISATIONS, TrainConfig
 from engine.rnn.tasks import TASKS, make_task
+from engine.store import SWEEP_ATTR
 
 __all__ = [
     "SweepSpec",
@@ -44,9 +45,8 @@ __all__ = [
     "run_sweep",
     "sweep_summary",
     "SWEEP_ATTR",
+    "TRAIN_KNOBS",
 ]
-
-SWEEP_ATTR = "dynascope_sweep"
 
 
 TRAIN_KNOBS = ("hidden", "gamma", "nuclear", "l1")  # knobs of the network and its training, not the task
@@ -67,7 +67,13 @@ class SweepSpec(Config):
     gamma: float = bounded(1.0, 0.0, 1e4, lo_open=True, doc="feature-learning strength (mup only)")
     nuclear: float = bounded(0.0, 0.0, 1e3, doc="nuclear-norm penalty on W_h")
     l1: float = bounded(0.0, 0.0, 1e3, doc="L1 penalty on W_h")
-    lr: float = bounded(1e-2, 0.0, 1.0, lo_open=True, doc="initial Adam learning rate")
+    lr: float = bounded(
+        1e-2,
+        0.0,
+        1.0,
+        lo_open=True,
+        doc="initial Adam learning rate (from ~2e-2 flip-flop nets can solve it by period-2 oscillation)",
+    )
     lr_half_life: float = bounded(1500.0, 0.0, 1e9, doc="steps over which the learning rate halves (0: constant)")
     clip: float = bounded(1.0, 0.0, 1e6, doc="largest gradient norm of each network (0: no clipping)")
     batch: int = integer(32, 1, 100_000, doc="trials per step")
@@ -218,18 +224,17 @@ def run_condition(spec_json: str, index: int, *, on_chunk=None, should_stop=None
     ``on_chunk(chunk)`` sees every training chunk; ``should_stop()`` returning true abandons the
     condition (``None`` is returned and nothing is measured).
     """
-    import torch
-
     from engine.stream import RunStopped
 
-    torch.set_num_threads(1)
     spec = SweepSpec.from_dict(json.loads(spec_json))
     stream = condition_stream(spec, index)
     t0 = time.perf_counter()
     final = None
+    losses = []
     try:
         for chunk in stream.chunks():
             final = chunk
+            losses.append(chunk["loss"].values)
             if on_chunk is not None:
                 on_chunk(chunk)
             if should_stop is not None and should_stop():
@@ -239,11 +244,20 @@ def run_condition(spec_json: str, index: int, *, on_chunk=None, should_stop=None
     train_seconds = time.perf_counter() - t0
     result = measure_condition(spec, index, stream, final)
     result["train_seconds"] = train_seconds
+    result["epoch_loss"] = epoch_means(np.concatenate(losses), spec.epoch_steps)
     return result
+
+
+def epoch_means(losses: np.ndarray, epoch_steps: int) -> np.ndarray:
+    """Mean training loss per epoch (epoch, net) from per-step losses (step, net); a last partial epoch counts."""
+    n = losses.shape[0]
+    edges = np.arange(0, n, epoch_steps)
+    return np.add.reduceat(losses, edges, axis=0) / np.diff(np.append(edges, n))[:, None]
 
 
 PER_NET = ("converged", "diverged", "train_steps", "final_loss", "ood_mse")
 PADDED = (
+    "epoch_loss",
     "w_h",
     "w_h_init",
     "w_x",
@@ -263,7 +277,7 @@ PER_CONDITION = (
     "train_seconds",
     "metric_seconds",
 )
-UNITS = {"final_loss": "MSE", "ood_mse": "MSE", "train_seconds": "s", "metric_seconds": "s"}
+UNITS = {"final_loss": "MSE", "ood_mse": "MSE", "epoch_loss": "MSE", "train_seconds": "s", "metric_seconds": "s"}
 LONG = {
     "converged": "reached the loss threshold",
     "diverged": "loss blew up",
@@ -274,6 +288,7 @@ LONG = {
     "pif": "permutation-invariant weight distance",
     "w_h": "recurrent weights",
     "w_h_init": "recurrent weights at step 0",
+    "epoch_loss": "epoch-mean training MSE",
     "w_x": "input weights",
     "b": "hidden bias",
     "w_o": "readout weights",
@@ -310,6 +325,7 @@ def _template(spec: SweepSpec):
             "pif": ("condition", "net", "net2"),
             "w_h": ("condition", "net", "unit", "unit2"),
             "w_h_init": ("condition", "net", "unit", "unit2"),
+            "epoch_loss": ("condition", "epoch", "net"),
             "w_x": ("condition", "net", "unit", "in"),
             "b": ("condition", "net", "unit"),
             "w_o": ("condition", "net", "out", "unit"),
@@ -327,6 +343,7 @@ def _template(spec: SweepSpec):
         "unit": width,
         "unit2": width,
         "trial": spec.test_trials,
+        "epoch": -(-spec.max_steps // spec.epoch_steps),
         "time": steps,
         "in": n_in,
         "out": n_out,
@@ -402,6 +419,9 @@ def write_condition(path: str | Path, result: dict) -> None:
 
 
 def _condition_task(spec_json: str, index: int, path: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # a worker process: parallelism comes from the workers
     result = run_condition(spec_json, index)
     write_condition(path, result)
     return {k: result[k] for k in ("index", "n_converged", "train_seconds", "metric_seconds")}
