@@ -360,15 +360,16 @@ def _print_sweep(summary: dict, as_json: bool) -> None:
         f"sweep      {summary['task']}, {knob} varied, {summary['seeds']} networks per condition, "
         f"{'complete' if summary['complete'] else 'incomplete'}"
     )
-    print(f"{knob:>10} {'converged':>10} {'dynamics':>10} {'weights':>10} {'sigma_OOD':>10}")
+    print(f"{knob:>10} {'converged':>10} {'dynamics (sd)':>20} {'weights (sd)':>22} {'sigma_OOD':>10}")
+
+    def f(x, sd=None):
+        text = "-" if x is None else f"{x:.4g}"
+        return text if sd is None else f"{text} ({sd:.2g})"
+
     for row in summary["conditions"]:
-
-        def f(x):
-            return "-" if x is None else f"{x:.4g}"
-
         print(
-            f"{row[knob]!s:>10} {row['n_converged']:>10} {f(row['dynamics_degeneracy']):>10} "
-            f"{f(row['weight_degeneracy']):>10} {f(row['sigma_ood']):>10}"
+            f"{row[knob]!s:>10} {row['n_converged']:>10} {f(row['dynamics_degeneracy'], row['dynamics_sd']):>20} "
+            f"{f(row['weight_degeneracy'], row['weights_sd']):>22} {f(row['sigma_ood']):>10}"
         )
 
 

@@ -7,12 +7,8 @@ import time
 
 import pytest
 from browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     JS_POINTS,
     JS_RATE,
-    Server,
-    need_chromium,
     spikes,
     status,
     text,
@@ -24,38 +20,6 @@ from helpers import ROOT, make_store
 from engine.store import open_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return tmp_path_factory.mktemp("runs")
-
-
-@pytest.fixture(scope="module")
-def server(runs, tmp_path_factory):
-    need_chromium()
-    srv = Server(ROOT, tmp_path_factory.mktemp("log") / "server.log", env={"DYNASCOPE_RUNS": str(runs)})
-    yield srv
-    srv.close()
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def clean_log(server):
-    """Fail the test on any traceback the server logs while it runs."""
-    before = len(server.tracebacks())
-    yield
-    new = server.tracebacks()[before:]
-    assert not new, "server traceback:\n" + "\n".join(new)
 
 
 def open_app(browser, server, width=1500):
