@@ -18,7 +18,7 @@ import xarray as xr
 
 from engine.rnn.sweep import SweepSpec, network_means, run_sweep
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def _sweep(tmp_path_factory, **spec) -> xr.Dataset:
