@@ -76,6 +76,25 @@ def _build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    at = engines.add_parser("attention", help="a tiny transformer trained on Bigram-Backcopy (attention sinks)")
+    at.add_argument("--task", choices=("bigram-backcopy",), default="bigram-backcopy", help="training task")
+    at.add_argument("--source", choices=("shakespeare", "zipf"), default="shakespeare", help="bigram table")
+    at.add_argument(
+        "--attention", choices=("softmax", "relu", "gated-head", "gated-elem"), default="softmax", help="variant"
+    )
+    at.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default="adamw", help="optimizer")
+    at.add_argument("--layers", type=int, default=2, help="transformer blocks")
+    at.add_argument("--heads", type=int, default=2, help="heads per block")
+    at.add_argument("--width", type=int, default=64, help="residual width (a multiple of heads)")
+    at.add_argument("--length", type=int, default=32, help="tokens per sequence, BOS included")
+    at.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3; 3e-2 for sgd)")
+    at.add_argument("--batch", type=int, default=32, help="sequences per step")
+    at.add_argument("--steps", type=int, default=1500, help="training steps")
+    at.add_argument("--probe-every", type=int, default=25, help="steps between probes")
+    at.add_argument("--seed", type=int, default=0, help="random seed")
+    at.add_argument("--out", required=True, help="path of the Zarr store to write (PATH.zarr)")
+    at.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
     info = sub.add_parser("info", help="summarise a stored run, complete or not")
     info.add_argument("path", help="a run store")
     info.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -222,6 +241,70 @@ def _cmd_run_spiking(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    return {"spiking": _cmd_run_spiking, "attention": _cmd_run_attention}[args.engine](args)
+
+
+def _cmd_run_attention(args: argparse.Namespace) -> int:
+    from engine.store import RunStore
+    from engine.stream import RunStopped
+    from engine.transformer.training import APPEND_DIMS, AttentionConfig, AttentionStream, summary
+
+    lr = args.lr if args.lr is not None else (3e-2 if args.optimizer == "sgd" else 1e-3)
+    cfg = AttentionConfig(
+        layers=args.layers,
+        heads=args.heads,
+        width=args.width,
+        attention=args.attention,
+        source=args.source,
+        length=args.length,
+        optimizer=args.optimizer,
+        lr=lr,
+        batch=args.batch,
+        steps=args.steps,
+        probe_every=args.probe_every,
+        seed=args.seed,
+    )
+    stream = AttentionStream(cfg)
+    stopped = None
+    with RunStore(args.out, engine="attention", append_dims=APPEND_DIMS) as store:
+        try:
+            for chunk in stream.chunks():
+                store.append(chunk)
+        except RunStopped as err:
+            stopped = err
+            store.finish(err.status, str(err))
+    if store.chunks == 0:
+        print(f"dynascope: run stopped before its first chunk: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
+    from engine.store import open_run
+
+    result = summary(open_run(store.path))
+    result["out"] = str(store.path)
+    result["wall_seconds"] = time.perf_counter() - _T0
+    _print_attention(result, args.json)
+    if stopped is not None:
+        print(f"dynascope: run stopped: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
+    return 0
+
+
+def _print_attention(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_clean(summary), sort_keys=True))
+        return
+    print(f"run        {summary['attention']} attention, {summary['optimizer']}, {summary['steps']} steps")
+    print(f"losses     in-context {summary['icl_loss']:.3f}, bigram {summary['bigram_loss']:.3f} nats")
+    print(f"sink rate  {summary['sink_rate']:.2f} (alpha_0 > 0.3)")
+    print(f"{'layer':>6} {'head':>5} {'sink (non-trigger)':>19} {'sink (trigger)':>15} {'value drain':>12}")
+    for h in summary["heads"]:
+        print(
+            f"{h['layer']:>6} {h['head']:>5} {h['sink_nontrigger']:>19.3f} {h['sink_trigger']:>15.3f} "
+            f"{h['value_drain']:>12.3f}"
+        )
+    print("resid peak " + ", ".join(f"layer {k}: {v:.1f}x" for k, v in enumerate(summary["resid_peak"])))
+
+
 class _NoProgress:
     n = 0.0
 
@@ -259,6 +342,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         _print_sweep(summary, args.json)
         return 0
     record = read_record(args.path)
+    if record["engine"] == "attention":
+        from engine.store import open_run
+        from engine.transformer.training import summary as attention_summary
+
+        result = attention_summary(open_run(args.path))
+        result["path"] = args.path
+        _print_attention(result, args.json)
+        return 0
     ds = open_chunk(args.path)
     summary = _summarise(ds, record)
     summary["path"] = args.path
@@ -373,7 +464,7 @@ def _print_sweep(summary: dict, as_json: bool) -> None:
         )
 
 
-COMMANDS = {"run": _cmd_run_spiking, "info": _cmd_info, "serve": _cmd_serve, "export": _cmd_export, "sweep": _cmd_sweep}
+COMMANDS = {"run": _cmd_run, "info": _cmd_info, "serve": _cmd_serve, "export": _cmd_export, "sweep": _cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
