@@ -17,9 +17,11 @@ causal mask setting the scores of future keys to ``-inf``:
   head (``Linear(d, H)``) or one per channel (``Linear(d, d)``).
 
 Initialisation (nanoGPT-style): every weight matrix (embeddings, linear maps) ~ N(0, 0.02²),
-every LayerNorm gain = 1; there is no residual-projection rescaling. All draws come, in a fixed
-order, from a ``torch.Generator`` seeded with the keyword-only ``seed``: the same config and seed
-give identical weights whatever the global random state, which construction leaves untouched.
+every LayerNorm gain = 1; there is no residual-projection rescaling. Each matrix is drawn from its own
+``torch.Generator``, seeded from the keyword-only ``seed`` and the parameter's name: the same
+config and seed give identical weights whatever the global random state (which construction
+leaves untouched), and two attention variants at one seed share every weight they have in common
+(the gate is the only extra), so a comparison isolates the variant.
 
 Hook points (TransformerLens naming) sit on every internal value; ``model.hook_names()`` lists
 them in forward order. Per block ``l``, with B batch, T positions, d width, H heads, d_h head
@@ -49,6 +51,7 @@ interventions, a hook point costs one attribute check.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -267,10 +270,10 @@ class Transformer(nn.Module):
             self.hook_ln_final = HookPoint()
             self.unembed = nn.Linear(cfg.width, cfg.vocab, bias=False)
         self.to_empty(device="cpu")
-        gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            for p in self.parameters():  # registration order: fixed for a given config
-                if p.ndim >= 2:
+            for name, p in self.named_parameters():
+                if p.ndim >= 2:  # each matrix from its own stream: variants share every common weight
+                    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + zlib.crc32(name.encode()))
                     p.normal_(0.0, INIT_STD, generator=gen)
                 else:
                     p.fill_(1.0)  # LayerNorm gains
