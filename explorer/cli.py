@@ -87,7 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
     at.add_argument("--heads", type=int, default=2, help="heads per block")
     at.add_argument("--width", type=int, default=64, help="residual width (a multiple of heads)")
     at.add_argument("--length", type=int, default=32, help="tokens per sequence, BOS included")
-    at.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3; 3e-2 for sgd)")
+    at.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-3; 3e-2 for sgd)")
     at.add_argument("--batch", type=int, default=32, help="sequences per step")
     at.add_argument("--steps", type=int, default=1500, help="training steps")
     at.add_argument("--probe-every", type=int, default=25, help="steps between probes")
@@ -250,7 +250,7 @@ def _cmd_run_attention(args: argparse.Namespace) -> int:
     from engine.stream import RunStopped
     from engine.transformer.training import APPEND_DIMS, AttentionConfig, AttentionStream, summary
 
-    lr = args.lr if args.lr is not None else (3e-2 if args.optimizer == "sgd" else 1e-3)
+    lr = args.lr if args.lr is not None else (3e-2 if args.optimizer == "sgd" else 3e-3)
     cfg = AttentionConfig(
         layers=args.layers,
         heads=args.heads,

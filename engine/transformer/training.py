@@ -55,7 +55,7 @@ class AttentionConfig(Config):
     triggers: int = integer(3, 1, 64, doc="the most frequent tokens that trigger a back-copy")
     # training
     optimizer: str = choice("adamw", OPTIMIZERS, doc="adamw, adam or sgd (momentum 0.9)")
-    lr: float = bounded(1e-3, 0.0, 10.0, lo_open=True, doc="learning rate")
+    lr: float = bounded(3e-3, 0.0, 10.0, lo_open=True, doc="learning rate (a sink forms in ~200 steps at 3e-3)")
     weight_decay: float = bounded(1e-4, 0.0, 1.0, doc="AdamW weight decay")
     batch: int = integer(32, 1, 100_000, doc="sequences per step")
     steps: int = integer(1500, 1, 10_000_000, doc="training steps")
