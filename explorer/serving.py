@@ -23,8 +23,12 @@ APPS = {
     "sliders on the running network, stored runs, export.",
     "degeneracy": "Solution degeneracy of task-trained RNNs: sweep a knob, watch every network's loss, "
     "compare converged networks by DSA and weight (PIF) distances, MDS, σ_OOD, trajectories and fixed points.",
+    "attention": "Attention sinks: train a tiny transformer on Bigram-Backcopy and watch every head's attention, "
+    "sink scores on trigger and non-trigger queries, value drain and losses form live; compare two variants; "
+    "probe a real pretrained model.",
 }
-OPENS = {"spiking": "run", "degeneracy": "sweep"}  # the kind of store each app shows
+OPENS = {"spiking": "run", "degeneracy": "sweep", "attention": "run"}  # the kind of store each app shows
+ENGINES = {"spiking": ("spiking",), "attention": ("attention", "attention-probe")}  # engines of the runs each app shows
 
 
 def app_options(app: str = "spiking") -> dict:
@@ -33,7 +37,24 @@ def app_options(app: str = "spiking") -> dict:
     if not path:
         return {}
     kind = "sweep" if is_sweep_store(path) else "run"
-    return {"open_path": path} if OPENS.get(app) == kind else {}
+    if OPENS.get(app) != kind:
+        return {}
+    engine = _run_engine(path) or "spiking"  # unreadable: the spiking app says why
+    if kind == "run" and engine not in ENGINES.get(app, ()):
+        return {}
+    if engine == "attention-probe":
+        return {"probe_path": path}
+    return {"open_path": path}
+
+
+def _run_engine(path: str) -> str:
+    """The engine of a stored run (``""`` if unreadable)."""
+    from engine.store import StoreError, read_record
+
+    try:
+        return str(read_record(path).get("engine", ""))
+    except (StoreError, OSError):
+        return ""
 
 
 def index_page():
