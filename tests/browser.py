@@ -129,3 +129,19 @@ def wait_for(predicate, timeout: float = 30.0, every: float = 0.25, what: str = 
             return value
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def open_page(browser, server, app: str, width: int = 1500, height: int = 1300):
+    """A new page on ``app``, once its Start button and Bokeh document are there."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(f"{server.url}/{app}")
+    page.get_by_role("button", name="Start").wait_for(timeout=60_000)
+    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
+    return page
+
+
+def type_in(page, css: str, value: str) -> None:
+    """Type ``value`` into the text input inside ``css`` and press Enter."""
+    box = page.locator(f"{css} input").first
+    box.fill(value)
+    box.press("Enter")

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from browser import status, text, visible, wait_for
+from browser import open_page, status, text, type_in, visible, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,17 +36,7 @@ JS_SINKS = """(name) => {
 
 
 def open_app(browser, server):
-    page = browser.new_page(viewport={"width": 1600, "height": 1400})
-    page.goto(f"{server.url}/attention")
-    page.get_by_role("button", name="Start").wait_for(timeout=60_000)
-    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
-    return page
-
-
-def type_in(page, css: str, value: str) -> None:
-    box = page.locator(f"{css} input").first
-    box.fill(value)
-    box.press("Enter")
+    return open_page(browser, server, "attention", 1600, 1400)
 
 
 def image(page, name: str = "grid-0") -> np.ndarray | None:

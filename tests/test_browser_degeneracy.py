@@ -9,7 +9,7 @@ import re
 import time
 
 import pytest
-from browser import status, text, visible, wait_for
+from browser import open_page, status, text, type_in, visible, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,17 +32,7 @@ JS_LAST_STEP = """() => {
 
 
 def open_app(browser, server):
-    page = browser.new_page(viewport={"width": 1500, "height": 1300})
-    page.goto(f"{server.url}/degeneracy")
-    page.get_by_role("button", name="Start").wait_for(timeout=60_000)
-    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
-    return page
-
-
-def type_in(page, css: str, value: str) -> None:
-    box = page.locator(f"{css} input").first
-    box.fill(value)
-    box.press("Enter")
+    return open_page(browser, server, "degeneracy", 1500, 1300)
 
 
 def rows(page, source: str) -> int:
