@@ -96,6 +96,10 @@ def _build_parser() -> argparse.ArgumentParser:
     at.add_argument("--out", required=True, help="path of the Zarr store to write (PATH.zarr)")
     at.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
+    from explorer import emergence_cli
+
+    emergence_cli.add_parser(engines)
+
     probe = sub.add_parser("probe", help="analyse a text with a pretrained model (sinks, massive activations)")
     probe.add_argument("model", choices=("smollm2",), help="smollm2: SmolLM2-135M-Instruct (the llm extra)")
     probe.add_argument("--text", required=True, help="the text to analyse")
@@ -249,6 +253,10 @@ def _cmd_run_spiking(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.engine == "emergence":
+        from explorer import emergence_cli
+
+        return emergence_cli.run(args, _T0)
     return {"spiking": _cmd_run_spiking, "attention": _cmd_run_attention}[args.engine](args)
 
 
@@ -356,6 +364,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         result = probe_summary(open_run(args.path))
         result["path"] = args.path
         _print_probe(result, args.json)
+        return 0
+    if record["engine"] == "emergence":
+        from engine.emergence.summary import summary as emergence_summary
+        from engine.store import open_run
+        from explorer.emergence_cli import print_summary
+
+        result = emergence_summary(open_run(args.path))
+        result["path"] = args.path
+        print_summary(result, args.json)
         return 0
     if record["engine"] == "attention":
         from engine.store import open_run

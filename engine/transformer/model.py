@@ -16,6 +16,11 @@ causal mask setting the scores of future keys to ``-inf``:
   bias-free linear map of the attention layer's input (the LayerNormed residual): one scalar per
   head (``Linear(d, H)``) or one per channel (``Linear(d, d)``).
 
+Two options serve the in-context-learning studies (Reddy 2023; Singh et al. 2024):
+``mlp_ratio=0`` gives attention-only blocks (no MLP and no second LayerNorm), and ``input_dim > 0``
+takes real input vectors ``(B, T, input_dim)`` through a bias-free linear map ``embed_in``
+instead of integer tokens (``vocab`` is then the number of output classes).
+
 Initialisation (nanoGPT-style): every weight matrix (embeddings, linear maps) ~ N(0, 0.02²),
 every LayerNorm gain = 1; there is no residual-projection rescaling. Each matrix is drawn from its own
 ``torch.Generator``, seeded from the keyword-only ``seed`` and the parameter's name: the same
@@ -41,7 +46,8 @@ width::
     blocks.{l}.hook_resid_post                       (B, T, d)
     hook_ln_final                                    (B, T, d)
 
-``hook_gate`` exists only in the gated variants. Recording is opt-in through a name filter
+``hook_gate`` exists only in the gated variants; the MLP hook points and ``hook_resid_mid`` only
+when ``mlp_ratio > 0``. Recording is opt-in through a name filter
 (:meth:`Transformer.run_with_cache`, :meth:`Transformer.recording`); interventions are
 functions ``fn(tensor, name) -> tensor | None`` added with :meth:`Transformer.add_hook` or the
 :meth:`Transformer.hooks` context, and take part in autograd. With nothing recorded and no
@@ -88,7 +94,8 @@ class TransformerConfig(Config):
     layers: int = integer(2, 1, 48, doc="transformer blocks")
     heads: int = integer(2, 1, 1024, doc="attention heads per block")
     width: int = integer(64, 1, 65_536, doc="residual stream width d (a multiple of heads)")
-    mlp_ratio: int = integer(4, 1, 64, doc="MLP hidden width as a multiple of d")
+    mlp_ratio: int = integer(4, 0, 64, doc="MLP hidden width as a multiple of d; 0: attention-only blocks")
+    input_dim: int = integer(0, 0, 65_536, doc="0: integer tokens; > 0: real input vectors of this size")
     attention: str = choice("softmax", ATTENTIONS, doc="attention variant: softmax, relu, gated-head, gated-elem")
 
     def check(self) -> None:
@@ -238,15 +245,20 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.width, bias=False)
         self.attn = Attention(cfg)
         self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        self.ln2 = nn.LayerNorm(cfg.width, bias=False)
-        self.mlp = MLP(cfg)
-        self.hook_mlp_out = HookPoint()
+        self.mlp = None
+        if cfg.mlp_ratio:
+            self.hook_resid_mid = HookPoint()
+            self.ln2 = nn.LayerNorm(cfg.width, bias=False)
+            self.mlp = MLP(cfg)
+            self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
     def forward(self, x: torch.Tensor, future: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:
         x = self.hook_resid_pre(x)  # (B, T, d)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), future, inv_count)))  # (B, T, d)
+        x = x + self.hook_attn_out(self.attn(self.ln1(x), future, inv_count))  # (B, T, d)
+        if self.mlp is None:  # attention-only block
+            return self.hook_resid_post(x)
+        x = self.hook_resid_mid(x)
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))  # (B, T, d)
 
 
@@ -261,7 +273,10 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         with torch.device("meta"):  # shapes only: no default init, no draws from the global RNG
-            self.embed = nn.Embedding(cfg.vocab, cfg.width)
+            if cfg.input_dim:
+                self.embed_in = nn.Linear(cfg.input_dim, cfg.width, bias=False)  # real input vectors
+            else:
+                self.embed = nn.Embedding(cfg.vocab, cfg.width)
             self.pos_embed = nn.Embedding(cfg.context, cfg.width)
             self.hook_embed = HookPoint()
             self.hook_pos_embed = HookPoint()
@@ -290,16 +305,22 @@ class Transformer(nn.Module):
         self.to(device)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) integer, T <= context -> logits (B, T, vocab)."""
-        if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
+        """tokens (B, T) ints, or (B, T, input_dim) reals when input_dim > 0; T <= context -> logits (B, T, vocab)."""
+        if self.cfg.input_dim:
+            if tokens.ndim != 3 or tokens.shape[-1] != self.cfg.input_dim or not tokens.dtype.is_floating_point:
+                raise ValueError(
+                    f"inputs of shape {tuple(tokens.shape)} and dtype {tokens.dtype}: "
+                    f"expected a (batch, time, {self.cfg.input_dim}) real tensor"
+                )
+        elif tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
             raise ValueError(
                 f"tokens of shape {tuple(tokens.shape)} and dtype {tokens.dtype}: "
                 "expected a (batch, time) integer tensor"
             )
-        b, t = tokens.shape
+        b, t = tokens.shape[:2]
         if t > self.cfg.context:
             raise ValueError(f"tokens have T={t} positions: allowed at most context={self.cfg.context}")
-        x = self.hook_embed(self.embed(tokens))  # (B, T, d)
+        x = self.hook_embed(self.embed_in(tokens) if self.cfg.input_dim else self.embed(tokens))  # (B, T, d)
         x = x + self.hook_pos_embed(self.pos_embed.weight[:t].expand(b, t, -1))  # (B, T, d)
         future, inv_count = self.future[:t, :t], self.inv_count[:t]
         for block in self.blocks:
