@@ -1,6 +1,8 @@
 """Live attention training: one or two runs trained in a background thread, and single-sequence attention.
 
-:class:`TrainingRun` trains its streams (:class:`engine.transformer.training.AttentionStream`) in
+:class:`TrainingRun` trains its streams (:class:`engine.transformer.training.AttentionStream` by
+default; any :class:`~engine.stream.ChunkStream` of a torch model through ``make_stream`` and
+``model_of``, e.g. the emergence dashboard's :class:`engine.emergence.training.EmergenceStream`) in
 one producer thread, a chunk of each in turn, so a comparison of two variants stays step for
 step in line and leaves the other core to the server. Like :class:`explorer.live.LiveRun`, the
 thread only trains, stores and queues; it never touches Bokeh or Panel objects. Each stream has its
@@ -18,6 +20,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,9 @@ import torch
 
 from engine.chunk import Chunk, concat
 from engine.store import RunStore
-from engine.stream import RunStopped
+from engine.stream import ChunkStream, RunStopped
 from engine.transformer.model import Transformer
-from engine.transformer.training import APPEND_DIMS, AttentionConfig, AttentionStream
+from engine.transformer.training import AttentionConfig, AttentionStream
 
 __all__ = ["TrainingRun", "RunEvent", "Slot", "SequenceAttention", "SNAPSHOT_BYTES"]
 
@@ -49,7 +52,7 @@ class RunEvent:
 class Slot:
     """One stream, its store, its state and its weight copies."""
 
-    stream: AttentionStream
+    stream: ChunkStream
     store: RunStore | None
     state: str = "idle"  # idle | running | paused | finished | diverged | failed | stopped
     error: str = ""
@@ -61,19 +64,33 @@ class Slot:
         return self.stream.step
 
 
+def _model(stream: Any) -> torch.nn.Module:
+    return stream.model
+
+
 class TrainingRun:
-    """One or two attention runs trained together: Start / Pause / Stop, updates, queued chunks."""
+    """One or two runs trained together: Start / Pause / Stop, updates, queued chunks.
+
+    ``make_stream(config)`` builds each stream (default: an attention run) and ``model_of(stream)``
+    reaches the torch model whose weights are copied at every chunk.
+    """
 
     def __init__(
         self,
-        configs: list[AttentionConfig],
+        configs: list[Any],
         store_paths: list[str | Path | None],
         *,
         max_queue: int = 64,
         store_every: float = 0.25,
         snapshot_bytes: int = SNAPSHOT_BYTES,
+        make_stream: Callable[[Any], ChunkStream] = AttentionStream,
+        model_of: Callable[[Any], torch.nn.Module] = _model,
+        name: str = "dynascope-attention",
     ) -> None:
-        streams = [AttentionStream(cfg) for cfg in configs]  # validated configs: cannot fail on shape
+        streams = [make_stream(cfg) for cfg in configs]  # validated configs: cannot fail on shape
+        self.model_of = model_of
+        self.name = name
+        self.append_dims = tuple(streams[0].append_dims)
         self.slots = [
             Slot(s, RunStore(p, engine=s.engine, append_dims=s.append_dims) if p is not None else None)
             for s, p in zip(streams, store_paths, strict=True)
@@ -101,7 +118,7 @@ class TrainingRun:
                 slot.state = "running"
         self._go.set()
         if self._thread is None:
-            self._thread = threading.Thread(target=self._produce, name="dynascope-attention", daemon=True)
+            self._thread = threading.Thread(target=self._produce, name=self.name, daemon=True)
             self._thread.start()
 
     def pause(self) -> None:
@@ -156,7 +173,7 @@ class TrainingRun:
                 break
             merged.setdefault(event.index, []).append(event.chunk)
         return [
-            RunEvent(i, chunks[0] if len(chunks) == 1 else concat(chunks, APPEND_DIMS))
+            RunEvent(i, chunks[0] if len(chunks) == 1 else concat(chunks, self.append_dims))
             for i, chunks in sorted(merged.items())
         ]
 
@@ -168,6 +185,15 @@ class TrainingRun:
         """The weights of run ``index`` at ``step`` if a copy is kept."""
         with self._lock:
             return self.slots[index].weights.get(step)
+
+    def latest_weights(self, index: int) -> tuple[int, dict] | None:
+        """``(step, weights)`` of the newest copy of run ``index`` (None before the first)."""
+        with self._lock:
+            weights = self.slots[index].weights
+            if not weights:
+                return None
+            step = next(reversed(weights))
+            return step, weights[step]
 
     # -- producer thread ------------------------------------------------------------------
     def _produce(self) -> None:
@@ -223,7 +249,7 @@ class TrainingRun:
 
     def _snapshot(self, slot: Slot) -> None:
         """Keep a copy of the weights at the current step; thin old copies beyond the budget."""
-        state = {k: v.detach().clone() for k, v in slot.stream.model.state_dict().items()}
+        state = {k: v.detach().clone() for k, v in self.model_of(slot.stream).state_dict().items()}
         size = sum(v.numel() * v.element_size() for v in state.values())
         with self._lock:
             slot.weights[slot.step] = state
@@ -244,7 +270,7 @@ class TrainingRun:
     def _store_slot(slot: Slot) -> None:
         if slot.store is not None and slot.unstored and slot.store.status == "running":
             chunks, slot.unstored = slot.unstored, []
-            slot.store.append(chunks[0] if len(chunks) == 1 else concat(chunks, APPEND_DIMS))
+            slot.store.append(chunks[0] if len(chunks) == 1 else concat(chunks, slot.stream.append_dims))
 
     def _put(self, event: RunEvent) -> None:
         while not self._stop.is_set():

@@ -26,9 +26,16 @@ APPS = {
     "attention": "Attention sinks: train a tiny transformer on Bigram-Backcopy and watch every head's attention, "
     "sink scores on trigger and non-trigger queries, value drain and losses form live; compare two variants; "
     "probe a real pretrained model.",
+    "emergence": "Activation emergence over training: massive activations, lazy-neuron sparsity, induction heads, "
+    "bursty in-context learning and grokking, live per-layer curves with fitted emergence laws and marked onsets; "
+    "compare two runs; what drives a neuron.",
 }
-OPENS = {"spiking": "run", "degeneracy": "sweep", "attention": "run"}  # the kind of store each app shows
-ENGINES = {"spiking": ("spiking",), "attention": ("attention", "attention-probe")}  # engines of the runs each app shows
+OPENS = {"spiking": "run", "degeneracy": "sweep", "attention": "run", "emergence": "run"}  # kind of store shown
+ENGINES = {  # engines of the runs each app shows
+    "spiking": ("spiking",),
+    "attention": ("attention", "attention-probe"),
+    "emergence": ("emergence",),
+}
 
 
 def app_options(app: str = "spiking") -> dict:

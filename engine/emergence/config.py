@@ -10,8 +10,9 @@ Tasks:
 - ``massive`` and ``sparsity``: a transformer with a ReLU MLP trained on Bigram-Backcopy
   (:mod:`engine.transformer.tasks`); the top/median activation ratio of each block's output and
   the share of nonzero MLP activations over training (Sun et al. 2024; Li et al. 2022).
-- ``induction``: an attention-only transformer trained on repeated random token sequences; the
-  induction (prefix-matching) and previous-token scores of every head (Olsson et al. 2022).
+- ``induction``: an attention-only transformer trained on associative recall over random tokens
+  (pairs ``a b`` planted twice at random places); the induction (prefix-matching) and
+  previous-token scores of every head on repeated random sequences (Olsson et al. 2022).
 - ``icl-bursty``: Reddy's (2023) in-context classification with burstiness B; in-context
   accuracy on new classes and in-weights accuracy.
 - ``grokking``: modular addition (a + b) mod p with a two-layer network and weight decay (Tian
@@ -38,7 +39,19 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "massive": {"layers": 4, "heads": 2, "width": 64, "mlp_ratio": 4, "lr": 3e-3, "steps": 2000, "probe_every": 25},
     "sparsity": {"layers": 2, "heads": 2, "width": 64, "mlp_ratio": 4, "lr": 3e-3, "steps": 1000, "probe_every": 25},
     "induction": {"layers": 2, "heads": 4, "width": 64, "mlp_ratio": 0, "lr": 1e-3, "steps": 1500, "probe_every": 25},
-    "icl-bursty": {"layers": 2, "heads": 1, "width": 64, "mlp_ratio": 0, "lr": 1e-3, "steps": 3000, "probe_every": 50},
+    "icl-bursty": {
+        "layers": 2,
+        "heads": 1,
+        "width": 32,
+        "mlp_ratio": 0,
+        "lr": 1e-3,
+        "batch": 64,
+        "classes": 768,
+        "burstiness": 2,
+        "steps": 2000,
+        "probe_every": 50,
+        "probe_batch": 256,
+    },
     "grokking": {
         "modulus": 59,
         "train_fraction": 0.4,
@@ -96,9 +109,11 @@ class EmergenceConfig(Config):
     # massive, sparsity: Bigram-Backcopy
     source: str = choice("shakespeare", ("shakespeare", "zipf"), doc="bigram table (massive, sparsity)")
     length: int = integer(32, 3, 4096, doc="tokens per sequence, BOS included (massive, sparsity)")
-    # induction: repeated random tokens
+    # induction: associative recall over random tokens; probes on repeated random sequences
     vocab: int = integer(64, 4, 65_536, doc="random tokens to draw from (induction)")
-    repeat: int = integer(16, 2, 2048, doc="length of the random half that is repeated (induction)")
+    repeat: int = integer(
+        16, 2, 2048, doc="n: sequences of 2n + 1 tokens with n/2 planted pairs; probes repeat n tokens (induction)"
+    )
     # icl-bursty (Reddy 2023)
     classes: int = integer(256, 2, 1_000_000, doc="K item classes seen in training (icl-bursty)")
     labels: int = integer(32, 2, 4096, doc="L labels; class k has label k mod L (icl-bursty)")

@@ -50,18 +50,23 @@ def repeated_tokens(n_seq: int, n: int, vocab: int, bos: int, rng: np.random.Gen
 @torch.no_grad()
 def layer_measures(
     model: Transformer, inputs: torch.Tensor, repeat_inputs: torch.Tensor, repeat_n: int
-) -> dict[str, Probed]:
+) -> tuple[dict[str, Probed], torch.Tensor]:
     """Per-layer activation measures on ``inputs`` and per-head scores on ``repeat_inputs``.
 
-    ``top_ratio``, ``top_position``, ``top_dim``, ``top_value``, ``massive_share`` (layer,) from
-    each block's output; ``nonzero_share`` (layer,) of the MLP's ReLU (NaN for attention-only
-    blocks); ``induction``, ``prev_token`` (layer, head) on the repeated sequences.
+    Returns the measures and the logits of ``inputs``: ``top_ratio``, ``top_position``,
+    ``top_dim``, ``top_value``, ``massive_share``, ``nonzero_share`` (layer,) from each block's
+    output and MLP (``nonzero_share`` is NaN for attention-only blocks); ``induction``,
+    ``prev_token`` (layer, head) on the repeated sequences. One forward pass when the two inputs
+    are the same tensor, two otherwise.
     """
     layers = model.cfg.layers
     names = [f"blocks.{l}.hook_resid_post" for l in range(layers)]
     if model.cfg.mlp_ratio:
         names += [f"blocks.{l}.mlp.hook_post" for l in range(layers)]
-    _, cache = model.run_with_cache(inputs, names=names)
+    pattern_names = [f"blocks.{l}.attn.hook_pattern" for l in range(layers)]
+    same = repeat_inputs is inputs
+    logits, cache = model.run_with_cache(inputs, names=names + pattern_names if same else names)
+    rep = cache if same else model.run_with_cache(repeat_inputs, names=pattern_names)[1]
     ratio, pos, dim, value, massive, nonzero = ([] for _ in range(6))
     for l in range(layers):
         hidden = cache[f"blocks.{l}.hook_resid_post"].numpy()  # (B, T, d)
@@ -71,11 +76,9 @@ def layer_measures(
         massive.append(massive_share(hidden))
         post = cache.get(f"blocks.{l}.mlp.hook_post")
         nonzero.append(nonzero_share(post.numpy()) if post is not None else np.nan)
-    pattern_names = [f"blocks.{l}.attn.hook_pattern" for l in range(layers)]
-    _, rep = model.run_with_cache(repeat_inputs, names=pattern_names)
     induction = [induction_score(rep[n].numpy(), repeat_n) for n in pattern_names]
     prev = [previous_token_score(rep[n].numpy()) for n in pattern_names]
-    return {
+    measures = {
         "top_ratio": Probed(("layer",), np.asarray(ratio), "top/median |activation| of the block output"),
         "top_position": Probed(("layer",), np.asarray(pos), "token position of the top activation"),
         "top_dim": Probed(("layer",), np.asarray(dim), "dimension of the top activation"),
@@ -85,6 +88,7 @@ def layer_measures(
         "induction": Probed(("layer", "head"), np.stack(induction), "induction (prefix-matching) score"),
         "prev_token": Probed(("layer", "head"), np.stack(prev), "previous-token score"),
     }
+    return measures, logits
 
 
 def _layer_head_coords(cfg: EmergenceConfig) -> dict[str, tuple[Probed, bool]]:
@@ -116,13 +120,8 @@ class _TransformerRun(TaskRun):
         self.optimizer.step()
         return float(loss.detach())
 
-    @torch.no_grad()
-    def next_token_nll(self, tokens: torch.Tensor) -> np.ndarray:
-        """(B, T) negative log-likelihood of each next token of ``tokens`` (B, T + 1)."""
-        logits = self.model(tokens[:, :-1])
-        return F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none").numpy()
-
-    def probe(self) -> dict[str, Probed]:
+    def measure(self) -> tuple[dict[str, Probed], torch.Tensor]:
+        """The layer measures and the logits of ``probe_inputs``."""
         return layer_measures(self.model, self.probe_inputs, self.repeat_inputs, self.repeat_n)
 
     def static(self) -> dict[str, tuple[Probed, bool]]:
@@ -157,8 +156,8 @@ class BigramRun(_TransformerRun):
         return torch.from_numpy(self.task.generate(self.cfg.batch, self.rng).tokens)
 
     def probe(self) -> dict[str, Probed]:
-        out = super().probe()
-        nll = self.next_token_nll(self.probe_tokens)  # (B, T)
+        out, logits = self.measure()  # logits (B, T, vocab) of the probe batch
+        nll = F.cross_entropy(logits.transpose(1, 2), self.probe_tokens[:, 1:], reduction="none").numpy()  # (B, T)
         out["probe_loss"] = Probed((), np.float64(nll.mean()), "probe cross-entropy", "nats")
         out["icl_loss"] = Probed((), np.float64(nll[self.trigger_q].mean()), "in-context (trigger) loss", "nats")
         out["bigram_loss"] = Probed((), np.float64(nll[self.bigram_q].mean()), "bigram loss", "nats")
@@ -209,10 +208,9 @@ class InductionRun(_TransformerRun):
         return float(loss.detach())
 
     def probe(self) -> dict[str, Probed]:
-        out = super().probe()
+        out, logits = self.measure()  # one pass: logits (B, 2n + 1, vocab) of the repeated sequences
         n = self.repeat_n
-        tokens = torch.cat([self.probe_tokens, self.probe_tokens[:, 1:2]], dim=1)  # (B, 2n + 2)
-        logits = self.model(tokens[:, :-1])  # (B, 2n + 1, vocab)
+        tokens = torch.cat([self.probe_tokens, self.probe_tokens[:, 1:2]], dim=1)  # (B, 2n + 2): r_1 follows
         nll = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none").numpy()
         correct = (logits.argmax(-1) == tokens[:, 1:]).numpy()
         first, second = slice(0, n + 1), slice(n + 1, 2 * n + 1)  # unpredictable / predictable in context
