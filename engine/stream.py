@@ -20,7 +20,7 @@ from engine.chunk import Chunk
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["ChunkStream", "RunStopped"]
+__all__ = ["ChunkStream", "RunStopped", "TrainingStream"]
 
 
 class RunStopped(RuntimeError):
@@ -98,3 +98,29 @@ class ChunkStream:
 
     def _next_chunk(self) -> Chunk:
         raise NotImplementedError
+
+
+class TrainingStream(ChunkStream):
+    """A stream that trains a model with a torch optimiser and probes it every ``probe_every`` steps.
+
+    Its learning rate and probe interval may change mid-run (:attr:`updatable`); any other field
+    of the config may not. Subclasses set ``self.lr``, ``self.probe_every`` and give
+    :attr:`optimizer`.
+    """
+
+    updatable: tuple[str, ...] = ("lr", "probe_every")
+    optimizer: Any = None  # a torch.optim.Optimizer
+
+    def _validate_updates(self, changes: dict[str, Any]) -> None:
+        unknown = sorted(set(changes) - set(self.updatable))
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} cannot change during training: updatable are {', '.join(self.updatable)}")
+        self.config.replace(**changes)  # validates the values
+
+    def _apply_updates(self, changes: dict[str, Any]) -> None:
+        if "lr" in changes:
+            self.lr = float(changes["lr"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+        if "probe_every" in changes:
+            self.probe_every = int(changes["probe_every"])

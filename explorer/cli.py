@@ -261,9 +261,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_attention(args: argparse.Namespace) -> int:
-    from engine.store import RunStore
-    from engine.stream import RunStopped
-    from engine.transformer.training import APPEND_DIMS, AttentionConfig, AttentionStream, summary
+    from engine.transformer.training import AttentionConfig, AttentionStream, summary
 
     lr = args.lr if args.lr is not None else (3e-2 if args.optimizer == "sgd" else 3e-3)
     cfg = AttentionConfig(
@@ -280,9 +278,30 @@ def _cmd_run_attention(args: argparse.Namespace) -> int:
         probe_every=args.probe_every,
         seed=args.seed,
     )
+    from engine.store import open_run
+
     stream = AttentionStream(cfg)
+
+    def report(store) -> None:
+        result = summary(open_run(store.path))
+        result["out"] = str(store.path)
+        result["wall_seconds"] = time.perf_counter() - _T0
+        _print_attention(result, args.json)
+
+    return store_stream(stream, args.out, report)
+
+
+def store_stream(stream, out: str, report) -> int:
+    """Run a training stream into the store at ``out``, then ``report(store)``; the exit status.
+
+    A run stopped by a numerical blow-up keeps its stored chunks, is marked with the stream's
+    status, is still reported, and exits with status 1.
+    """
+    from engine.store import RunStore
+    from engine.stream import RunStopped
+
     stopped = None
-    with RunStore(args.out, engine="attention", append_dims=APPEND_DIMS) as store:
+    with RunStore(out, engine=stream.engine, append_dims=stream.append_dims) as store:
         try:
             for chunk in stream.chunks():
                 store.append(chunk)
@@ -292,12 +311,7 @@ def _cmd_run_attention(args: argparse.Namespace) -> int:
     if store.chunks == 0:
         print(f"dynascope: run stopped before its first chunk: {stopped}", file=sys.stderr)
         return EXIT_STOPPED
-    from engine.store import open_run
-
-    result = summary(open_run(store.path))
-    result["out"] = str(store.path)
-    result["wall_seconds"] = time.perf_counter() - _T0
-    _print_attention(result, args.json)
+    report(store)
     if stopped is not None:
         print(f"dynascope: run stopped: {stopped}", file=sys.stderr)
         return EXIT_STOPPED

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 __all__ = ["add_parser", "run", "print_summary"]
 
@@ -70,35 +69,23 @@ def run(args: argparse.Namespace, t0: float) -> int:
     import time
 
     from engine.emergence.summary import summary
-    from engine.emergence.training import APPEND_DIMS, EmergenceStream
-    from engine.store import RunStore, check_out_path, open_run
-    from engine.stream import RunStopped
-    from explorer.cli import EXIT_STOPPED
+    from engine.emergence.training import EmergenceStream
+    from engine.store import check_out_path, open_run
+    from explorer.cli import store_stream
 
     cfg = config_from_args(args)
     check_out_path(args.out)
     stream = EmergenceStream(cfg)
-    stopped = None
-    with RunStore(args.out, engine="emergence", append_dims=APPEND_DIMS) as store:
-        try:
-            for chunk in stream.chunks():
-                store.append(chunk)
-        except RunStopped as err:
-            stopped = err
-            store.finish(err.status, str(err))
-    if store.chunks == 0:
-        print(f"dynascope: run stopped before its first chunk: {stopped}", file=sys.stderr)
-        return EXIT_STOPPED
-    result = summary(open_run(store.path))
-    result["out"] = str(store.path)
-    result["train_seconds"] = stream.train_seconds
-    result["probe_seconds"] = stream.probe_seconds
-    result["wall_seconds"] = time.perf_counter() - t0
-    print_summary(result, args.json)
-    if stopped is not None:
-        print(f"dynascope: run stopped: {stopped}", file=sys.stderr)
-        return EXIT_STOPPED
-    return 0
+
+    def report(store) -> None:
+        result = summary(open_run(store.path))
+        result["out"] = str(store.path)
+        result["train_seconds"] = stream.train_seconds
+        result["probe_seconds"] = stream.probe_seconds
+        result["wall_seconds"] = time.perf_counter() - t0
+        print_summary(result, args.json)
+
+    return store_stream(stream, args.out, report)
 
 
 def _fmt(x, spec: str = ".3g") -> str:

@@ -37,6 +37,14 @@ class TaskRun:
     """Base of a task's model, data and probes (see the module docstring)."""
 
     model = None  # the torch.nn.Module being trained
+    optimizer = None  # its torch.optim.Optimizer
+
+    def descend(self, loss) -> float:
+        """One optimiser step on ``loss`` (a scalar tensor); its value."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
 
     def train_step(self, step: int) -> float:
         """One optimiser step at training step ``step`` (0-based, before the update); the training loss."""

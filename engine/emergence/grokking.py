@@ -234,10 +234,7 @@ class GrokkingRun(TaskRun):
     def train_step(self, step: int) -> float:
         logits = self.model(self._train_a, self._train_b)  # (n_train, p)
         loss = F.cross_entropy(logits, self._train_y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
+        return self.descend(loss)
 
     def probe(self) -> dict[str, Probed]:
         out: dict[str, Probed] = {}

@@ -387,10 +387,7 @@ class ICLRun(TaskRun):
         self.model.train()
         logits = self.model(inputs)[:, -1]  # (B, L): the query position
         loss = F.cross_entropy(logits, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
+        return self.descend(loss)
 
     @torch.no_grad()
     def evaluate(self, batch: ICLBatch) -> tuple[float, float]:

@@ -115,10 +115,7 @@ class _TransformerRun(TaskRun):
         tokens = self.batch()  # (B, T + 1)
         logits = self.model(tokens[:, :-1])  # (B, T, vocab)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
+        return self.descend(loss)
 
     def measure(self) -> tuple[dict[str, Probed], torch.Tensor]:
         """The layer measures and the logits of ``probe_inputs``."""
@@ -202,10 +199,7 @@ class InductionRun(_TransformerRun):
         tokens, recall = self.recall_batch()
         logits = self.model(tokens[:, :-1])  # (B, T, vocab)
         loss = F.cross_entropy(logits[recall], tokens[:, 1:][recall])  # the recall targets only
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
+        return self.descend(loss)
 
     def probe(self) -> dict[str, Probed]:
         out, logits = self.measure()  # one pass: logits (B, 2n + 1, vocab) of the repeated sequences

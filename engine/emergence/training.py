@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from typing import Any
 
 import numpy as np
 import torch
@@ -37,12 +36,12 @@ import engine
 from engine.chunk import Chunk, concat
 from engine.emergence.base import Probed, TaskRun
 from engine.emergence.config import EmergenceConfig
-from engine.stream import ChunkStream, RunStopped
+from engine.stream import RunStopped, TrainingStream
 
 __all__ = ["APPEND_DIMS", "UPDATABLE", "EmergenceStream", "clamp_hook", "task_run", "train_run"]
 
 APPEND_DIMS = ("step", "probe")
-UPDATABLE = ("lr", "probe_every")
+UPDATABLE = TrainingStream.updatable
 
 
 def task_run(cfg: EmergenceConfig) -> TaskRun:
@@ -84,7 +83,7 @@ def clamp_hook(heads: tuple[tuple[int, int], ...], n_heads: int, mode: str):
     return names, fn
 
 
-class EmergenceStream(ChunkStream):
+class EmergenceStream(TrainingStream):
     engine = "emergence"
     append_dims = APPEND_DIMS
 
@@ -102,20 +101,9 @@ class EmergenceStream(ChunkStream):
             self._clamp = clamp_hook(config.clamped_heads, config.heads, config.clamp_mode)
         self._static = self._static_chunk()
 
-    # -- control --------------------------------------------------------------------------
-    def _validate_updates(self, changes: dict[str, Any]) -> None:
-        unknown = sorted(set(changes) - set(UPDATABLE))
-        if unknown:
-            raise ValueError(f"{unknown[0]!r} cannot change during training: updatable are {', '.join(UPDATABLE)}")
-        self.config.replace(**changes)  # validates the values
-
-    def _apply_updates(self, changes: dict[str, Any]) -> None:
-        if "lr" in changes:
-            self.lr = float(changes["lr"])
-            for group in self.run.optimizer.param_groups:
-                group["lr"] = self.lr
-        if "probe_every" in changes:
-            self.probe_every = int(changes["probe_every"])
+    @property
+    def optimizer(self):
+        return self.run.optimizer
 
     # -- the intervention -----------------------------------------------------------------
     def clamped(self, step: int) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 import engine
 from engine.chunk import Chunk, concat
 from engine.config import Config, bounded, choice, integer
-from engine.stream import ChunkStream, RunStopped
+from engine.stream import RunStopped, TrainingStream
 from engine.transformer.model import ATTENTIONS, OPTIMIZERS, Transformer, TransformerConfig, make_optimizer
 from engine.transformer.sinks import residual_peak, sink_alpha, sink_scores, value_drain
 from engine.transformer.tasks import BigramBackcopy, query_masks
@@ -39,7 +38,7 @@ from engine.transformer.tasks import BigramBackcopy, query_masks
 __all__ = ["AttentionConfig", "AttentionStream", "APPEND_DIMS", "UPDATABLE", "train_run", "summary"]
 
 APPEND_DIMS = ("step", "probe")
-UPDATABLE = ("lr", "probe_every")
+UPDATABLE = TrainingStream.updatable
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def _probe_names(layers: int) -> set[str]:
     return names
 
 
-class AttentionStream(ChunkStream):
+class AttentionStream(TrainingStream):
     engine = "attention"
     append_dims = APPEND_DIMS
 
@@ -108,21 +107,6 @@ class AttentionStream(ChunkStream):
         self.train_seconds = 0.0
         self._names = _probe_names(config.layers)
         self._static = self._static_chunk()
-
-    # -- control --------------------------------------------------------------------------
-    def _validate_updates(self, changes: dict[str, Any]) -> None:
-        unknown = sorted(set(changes) - set(UPDATABLE))
-        if unknown:
-            raise ValueError(f"{unknown[0]!r} cannot change during training: updatable are {', '.join(UPDATABLE)}")
-        self.config.replace(**changes)  # validates the values
-
-    def _apply_updates(self, changes: dict[str, Any]) -> None:
-        if "lr" in changes:
-            self.lr = float(changes["lr"])
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr
-        if "probe_every" in changes:
-            self.probe_every = int(changes["probe_every"])
 
     # -- training and probing ---------------------------------------------------------------
     def _train_step(self) -> float:
