@@ -13,14 +13,14 @@ and bigram losses. A second variant with the same seed (``compare``) trains alon
 step, with its own grid and its curves on the same axes. Learning rate and probe interval act on a
 running run at its next chunk; the other settings apply to the next run. Every run is stored under
 the runs folder and can be opened again by path. Bad values are reported beside the controls and
-start nothing. The real-model tab is :class:`explorer.attention_real.RealModelTab`.
+start nothing. The real-model tab is :class:`explorer.attention_real.RealModelTab`; the run control, the
+status line and the opening of stored runs are shared with the emergence dashboard
+(:class:`explorer.training_app.TrainingApp`).
 """
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ import numpy as np
 import panel as pn
 import param
 
-from engine.store import StoreError, open_run, read_record
+from engine.store import open_run
 from engine.transformer.model import ATTENTIONS, OPTIMIZERS
 from engine.transformer.training import AttentionConfig
 from explorer.attention_data import (
@@ -49,14 +49,13 @@ from explorer.attention_data import (
 from explorer.attention_real import RealModelTab
 from explorer.attention_run import ENDED, SequenceAttention, TrainingRun
 from explorer.attention_views import RUN_COLORS, CurveView, HeadGrid, Line, PatternView
-from explorer.paths import check_allowed, runs_dir
-from explorer.session import held, locked
+from explorer.session import locked
+from explorer.training_app import IDLE, TrainingApp
 
 __all__ = ["AttentionExplorer", "Shown"]
 
 SEQUENCES = 8  # probe sequences offered for single-sequence attention
 MEAN = -1  # "attention of": the probe-batch mean
-LOSS_POINTS = 4000  # training-loss points drawn per run
 RESTART_FIELDS = ("attention", "optimizer", "layers", "heads", "width", "length", "steps", "seed")
 
 
@@ -76,14 +75,21 @@ class Shown:
     status: str = ""
     sink: float = float("nan")  # strongest non-trigger sink score at the newest probe
 
+    @property
+    def name(self) -> str:
+        return self.label
+
 
 def config_from_attrs(attrs: dict) -> AttentionConfig:
     """The config a stored run was made with."""
     return AttentionConfig.from_dict(json.loads(attrs["config"]))
 
 
-class AttentionExplorer(pn.viewable.Viewer):
+class AttentionExplorer(TrainingApp):
     """Attention sinks, live and stored, and a real model's probe (one per browser session)."""
+
+    engine = "attention"
+    ending = "Reset"
 
     attention = param.Selector(default="softmax", objects=list(ATTENTIONS), doc="attention variant")
     optimizer = param.Selector(default="adamw", objects=list(OPTIMIZERS), doc="optimizer")
@@ -108,8 +114,7 @@ class AttentionExplorer(pn.viewable.Viewer):
         probe_fn: Callable[..., Any] | None = None,
         **params,
     ):
-        super().__init__(**params)
-        self.period_ms = period_ms
+        super().__init__(period_ms=period_ms, **params)
         self.grids = [HeadGrid("grid-0", "Run A"), HeadGrid("grid-1", "Run B")]
         for i, grid in enumerate(self.grids):
             grid.on_pick = lambda layer, head, i=i: self._on_pick(i, layer, head)
@@ -126,23 +131,12 @@ class AttentionExplorer(pn.viewable.Viewer):
         )  # fmt: skip
         self.curves = (self.sinks, self.drain, self.resid, self.losses)
         self.real = RealModelTab(probe_fn=probe_fn, open_path=probe_path)
-        self.run: TrainingRun | None = None
         self.shown: list[Shown] = []
-        self.push_ms: list[float] = []
-        self._pushes: list[tuple[float, float]] = []
-        self._callback = None
-        self._follow = True
-        self._syncing = False
-        self._loss_stride = 1
         self._drawn: list[tuple | None] = [None, None]
         self._enlarged: tuple | None = None
         self._widgets(layers, heads, width, length, lr, steps, probe_every, seed)
         self._check()
-        if open_path:
-            self.path_input.value = str(open_path)
-            self.open_stored()
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            pn.state.on_session_destroyed(lambda ctx: self.shutdown())
+        self._open_and_watch(open_path)
 
     # -- widgets --------------------------------------------------------------------------
     def _widgets(
@@ -161,25 +155,9 @@ class AttentionExplorer(pn.viewable.Viewer):
             name="learning rate", value=lr, step=1e-3, format="0.00000", width=145, css_classes=["lr-input"]
         )
         self.probe_input = ints("probe every (steps)", probe_every, "probe-input", 1, 145)
-        self.config_msg = pn.pane.Alert(
-            "", alert_type="danger", visible=False, css_classes=["config-error"], margin=(0, 5)
-        )
-        self.live_msg = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["live-error"], margin=(0, 5))
-        self.restart_note = pn.pane.Alert(
-            "", alert_type="info", visible=False, css_classes=["restart-note"], margin=(0, 5)
-        )
-        self.start_btn = pn.widgets.Button(name="Start", button_type="success", width=80)
-        self.pause_btn = pn.widgets.Button(name="Pause", button_type="warning", width=80)
+        self._run_widgets()
         self.reset_btn = pn.widgets.Button(name="Reset", button_type="default", width=80)
-        self.start_btn.on_click(lambda e: locked(self.start))
-        self.pause_btn.on_click(lambda e: locked(self.pause))
         self.reset_btn.on_click(lambda e: locked(self.reset))
-        self.status = pn.pane.HTML(
-            "idle · set up a run and press Start, or open a stored one",
-            css_classes=["status-line"],
-            sizing_mode="stretch_width",
-            min_height=24,
-        )
         self.probe_slider = pn.widgets.IntSlider(
             name="probe", start=0, end=1, value=0, disabled=True, width=330, css_classes=["probe-slider"]
         )
@@ -194,14 +172,6 @@ class AttentionExplorer(pn.viewable.Viewer):
         self.scale_select = pn.widgets.Select(
             name="colour scale", options={"0 – 1": "fixed", "largest shown": "auto"}, width=120
         )
-        self.path_input = pn.widgets.TextInput(
-            name="open a stored run", placeholder="runs/attention-….zarr", css_classes=["open-path"], width=300
-        )
-        self.open_btn = pn.widgets.Button(name="Open", width=80)
-        self.open_b_btn = pn.widgets.Button(name="Open as B", width=100)
-        self.open_btn.on_click(lambda e: locked(self.open_stored))
-        self.open_b_btn.on_click(lambda e: locked(lambda: self.open_stored(as_b=True)))
-        self.open_msg = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["open-error"])
         for w in (
             self.layers_input,
             self.heads_input,
@@ -217,11 +187,6 @@ class AttentionExplorer(pn.viewable.Viewer):
         self.probe_slider.param.watch(self._on_slider, "value")
         for w in (self.of_select, self.head_select, self.run_select, self.scale_select):
             w.param.watch(lambda e: self._redraw_maps(), "value")
-
-    @staticmethod
-    def _show(alert: pn.pane.Alert, message: str) -> None:
-        alert.object = message
-        alert.visible = bool(message)
 
     # -- config ---------------------------------------------------------------------------
     def _build(self) -> list[AttentionConfig]:
@@ -245,72 +210,23 @@ class AttentionExplorer(pn.viewable.Viewer):
             configs.append(cfg.replace(attention=self.compare))
         return configs
 
-    def _check(self) -> list[AttentionConfig] | None:
-        """The typed configs, or None with the engine's message shown beside the controls."""
-        if self._syncing:
-            return None
-        try:
-            configs = self._build()
-        except (ValueError, TypeError) as err:
-            self._show(self.config_msg, str(err))
-            return None
-        self._show(self.config_msg, "")
-        self._restart_note(configs)
-        return configs
-
-    def _restart_note(self, configs: list[AttentionConfig]) -> None:
-        """Say which changed settings wait for the next run."""
-        message = ""
-        if self.run is not None and self.run.state not in ENDED and self.shown:
-            now = self.shown[0].config
-            changed = [f for f in RESTART_FIELDS if getattr(configs[0], f) != getattr(now, f)]
-            if len(configs) != len(self.shown) or (
-                len(configs) > 1 and configs[1].attention != self.shown[1].config.attention
-            ):
-                changed.append("compare")
-            if changed:
-                message = f"{', '.join(changed)} changed: this applies to the next run (Reset, then Start)"
-        self._show(self.restart_note, message)
-
-    def _on_live(self, name: str, value: Any) -> None:
-        """Learning rate and probe interval: checked, then applied to a running run at its next chunk."""
-        if self._syncing:
-            return
-        if self._check() is None:
-            return
-        if self.run is None or self.run.state in ENDED:
-            return
-        try:
-            self.run.update(**{name: value})
-        except ValueError as err:
-            self._show(self.live_msg, str(err))
-            return
-        self._show(self.live_msg, "")
+    def _changed(self, configs: list[AttentionConfig]) -> list[str]:
+        now = self.shown[0].config
+        changed = [f for f in RESTART_FIELDS if getattr(configs[0], f) != getattr(now, f)]
+        if len(configs) != len(self.shown) or (
+            len(configs) > 1 and configs[1].attention != self.shown[1].config.attention
+        ):
+            changed.append("compare")
+        return changed
 
     # -- run control ----------------------------------------------------------------------
-    def start(self) -> None:
-        """Start a run from the controls, or resume a paused one (nothing starts on bad input)."""
-        if self.run is not None and self.run.state == "running":
-            return
-        if self.run is not None and self.run.state == "paused":
-            self.run.start()
-            self._ensure_callback()
-            self._status()
-            return
-        configs = self._check()
-        if configs is None:
-            return
-        folder = runs_dir()
-        stem = f"attention-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        paths = [folder / f"{stem}-{label}-{cfg.attention}.zarr" for label, cfg in zip("AB", configs, strict=False)]
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            run = TrainingRun(configs, paths)
-        except (StoreError, ValueError, OSError) as err:
-            self._show(self.config_msg, str(err))
-            return
-        self._stop_run()
-        self.run = run
+    def _training_run(self, configs: list[AttentionConfig], paths: list[Path]) -> TrainingRun:
+        return TrainingRun(configs, paths)
+
+    def _variant(self, config: AttentionConfig) -> str:
+        return config.attention
+
+    def _show_live(self, run: TrainingRun, configs: list[AttentionConfig], paths: list[Path]) -> None:
         shown = []
         for label, slot, path in zip("AB", run.slots, paths, strict=False):
             stream = slot.stream
@@ -329,48 +245,25 @@ class AttentionExplorer(pn.viewable.Viewer):
                 )
             )
         self._setup(shown)
-        run.start()
-        self._ensure_callback()
-        self._status()
-
-    def pause(self) -> None:
-        if self.run is not None:
-            self.run.pause()
-            self._status()
 
     def reset(self) -> None:
         """End the run (its stores stay) and clear the views."""
         self._stop_run()
         self._setup([])
-        self.status.object = "idle · set up a run and press Start, or open a stored one"
+        self.status.object = IDLE
         self._check()
 
     def shutdown(self) -> None:
         """End this session's run (the browser tab closed)."""
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
-        self._stop_run()
+        super().shutdown()
         self.real.shutdown()
-
-    def _stop_run(self) -> None:
-        if self.run is not None:
-            self.run.stop()
-            self.run = None
-
-    def _ensure_callback(self) -> None:
-        if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.tick, period=self.period_ms)
 
     # -- views of the runs shown --------------------------------------------------------------
     def _setup(self, shown: list[Shown]) -> None:
         """Prepare every view for these runs (empty)."""
-        self.shown = shown
-        self._follow = True
+        super()._setup(shown)
         self._drawn = [None, None]  # what each grid shows: (probe, attention of, scale)
         self._enlarged = None  # what the enlarged map shows: (run, probe, attention of, scale, head)
-        self.push_ms.clear()
-        self._pushes.clear()
         for i, grid in enumerate(self.grids):
             if i < len(shown):
                 s = shown[i]
@@ -381,8 +274,7 @@ class AttentionExplorer(pn.viewable.Viewer):
                 grid.clear("Run B" if i else "Run A")
         self.grids[1].fig.visible = len(shown) > 1
         self.pattern.clear()
-        steps = max((s.config.steps for s in shown), default=100)
-        self._loss_stride = max(1, -(-steps // LOSS_POINTS))
+        steps = self._steps
         self.sinks.configure([self._sink_lines(i, s) for i, s in enumerate(shown)])
         self.drain.configure([self._series_lines(i, s, "vd") for i, s in enumerate(shown)])
         self.resid.configure(
@@ -397,8 +289,7 @@ class AttentionExplorer(pn.viewable.Viewer):
         self.losses.configure([self._loss_lines(i, s) for i, s in enumerate(shown)])
         for view in self.curves:
             view.set_steps(steps)
-        self._syncing = True
-        try:
+        with self._quietly():
             first = shown[0].config if shown else None
             heads = (
                 {f"L{layer} H{head}": (layer, head) for layer in range(first.layers) for head in range(first.heads)}
@@ -418,8 +309,6 @@ class AttentionExplorer(pn.viewable.Viewer):
             self.of_select.value = 0 if live else MEAN
             self.probe_slider.param.update(start=0, end=1, value=0, disabled=True)
             self.probe_label.object = "no probe yet"
-        finally:
-            self._syncing = False
         self._picked_outline()
 
     @staticmethod
@@ -479,39 +368,21 @@ class AttentionExplorer(pn.viewable.Viewer):
         ended = run.state in ENDED  # read first: whatever the run queued before it ended is drained now
         events = run.drain()
         if events:
-            t0 = time.perf_counter()
-            with held(pn.state.curdoc):
-                for event in events:
-                    if event.index < len(self.shown):
-                        self.shown[event.index].history.extend(event.chunk)
-                        self._push_rows(event.index, event.chunk)
+            with self._pushing():
+                self._receive(events)
                 self._new_probes()
                 self._status()
-            ms = (time.perf_counter() - t0) * 1000
-            self.push_ms.append(ms)
-            self._pushes.append((time.perf_counter(), ms))
         else:
             self._status()
         if ended and not run.pending:
             self._stop_callback()
-
-    def _stop_callback(self) -> None:
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
 
     def _new_probes(self) -> None:
         """The slider covers every probe of run A; it follows the newest unless the user moved it."""
         n = len(self.shown[0].history) if self.shown else 0
         if n == 0:
             return
-        self._syncing = True
-        try:
-            self.probe_slider.param.update(end=max(1, n - 1), disabled=n < 2)
-            if self._follow:
-                self.probe_slider.value = n - 1
-        finally:
-            self._syncing = False
+        self._follow_probes(n)
         self._redraw_maps()
 
     def _on_slider(self, event) -> None:
@@ -523,12 +394,9 @@ class AttentionExplorer(pn.viewable.Viewer):
 
     def _on_pick(self, run: int, layer: int, head: int) -> None:
         """A click on a thumbnail enlarges that head."""
-        self._syncing = True
-        try:
+        with self._quietly():
             if run < len(self.shown):
                 self.run_select.value = run
-        finally:
-            self._syncing = False
         if (layer, head) in self.head_select.options.values():
             if self.head_select.value == (layer, head):
                 self._redraw_maps()
@@ -614,51 +482,15 @@ class AttentionExplorer(pn.viewable.Viewer):
         )
 
     # -- status ---------------------------------------------------------------------------
-    def _status(self) -> None:
-        run = self.run
-        if run is None:
-            return
-        now = time.perf_counter()
-        self._pushes = [(t, ms) for t, ms in self._pushes if now - t < 5.0]
-        push = float(np.median([ms for _, ms in self._pushes])) if self._pushes else 0.0
-        state = run.state
-        if state in ENDED and run.pending:
-            state = "finishing"  # the last probes are on their way to the views
-        parts = [f"<b>{state}</b>"]
-        for s, slot in zip(self.shown, run.slots, strict=False):
-            sink = f", sink {s.sink:.2f}" if np.isfinite(s.sink) else ""
-            extra = f" ({slot.state}{': ' + slot.error if slot.error else ''})" if slot.state in ENDED else ""
-            parts.append(f"{s.label} {s.config.attention}: step {slot.step}/{s.config.steps}{sink}{extra}")
-        parts.append(f"{run.steps_per_second():.0f} steps/s · update {push:.0f} ms")
-        if run.error:
-            parts.append(run.error)
-        text = " · ".join(parts)
-        if self.status.object != text:
-            self.status.object = text
+    def _headline(self, s: Shown) -> str:
+        return f", sink {s.sink:.2f}" if np.isfinite(s.sink) else ""
 
     # -- stored runs ----------------------------------------------------------------------
-    def open_stored(self, as_b: bool = False) -> None:
-        """Show a stored run (inside the folders this server may read); ``as_b``: beside run A."""
-        if self.run is not None and self.run.state in ("running", "paused"):
-            self._show(self.open_msg, "a run is in progress: Reset it before opening a stored one")
-            return
-        try:
-            path = check_allowed(self.path_input.value, "run store")
-            record = read_record(path)
-            if record["engine"] != "attention":
-                raise StoreError(f"{path.name} is a {record['engine']} run, not an attention run")
-            paths = [path]
-            if as_b:
-                if not self.shown or self.shown[0].path is None:
-                    raise StoreError("open a run A first")
-                paths = [self.shown[0].path, path]
-            datasets = [open_run(p) for p in paths]
-            configs = [config_from_attrs(ds.attrs) for ds in datasets]
-        except (StoreError, ValueError, OSError, KeyError) as err:
-            self._show(self.open_msg, str(err))
-            return
-        self._show(self.open_msg, "")
-        self._stop_run()
+    def _read_stored(self, paths: list[Path]) -> tuple[list, list[AttentionConfig]]:
+        datasets = [open_run(p) for p in paths]
+        return datasets, [config_from_attrs(ds.attrs) for ds in datasets]
+
+    def _show_stored(self, paths: list[Path], datasets: list, configs: list[AttentionConfig]) -> None:
         shown = []
         for label, ds, cfg, p in zip("AB", datasets, configs, paths, strict=False):
             shown.append(
@@ -676,29 +508,19 @@ class AttentionExplorer(pn.viewable.Viewer):
             )
         self._sync_controls(configs)
         self._setup(shown)
-        for i, (s, ds) in enumerate(zip(shown, datasets, strict=True)):
-            s.history.extend(ds)
-            self._push_rows(i, ds, replace=True)
+        for i, ds in enumerate(datasets):
+            self._add(i, ds, replace=True)
         self._new_probes()
-        parts = [
-            f"{s.label} {s.path.name}: {s.config.attention}, {s.status}, "
-            f"{s.history.steps[-1] if s.history.steps else 0} steps, {len(s.history)} probes"
-            for s in shown
-        ]
-        self.status.object = "<b>stored run</b> · " + " · ".join(parts)
 
     def _sync_controls(self, configs: list[AttentionConfig]) -> None:
         """The controls show the opened run, ready to run again."""
         cfg = configs[0]
-        self._syncing = True
-        try:
+        with self._quietly():
             compare = configs[1].attention if len(configs) > 1 else "none"
             self.param.update(attention=cfg.attention, optimizer=cfg.optimizer, compare=compare)
             self.layers_input.value, self.heads_input.value, self.width_input.value = cfg.layers, cfg.heads, cfg.width
             self.length_input.value, self.steps_input.value, self.seed_input.value = cfg.length, cfg.steps, cfg.seed
             self.lr_input.value, self.probe_input.value = cfg.lr, cfg.probe_every
-        finally:
-            self._syncing = False
         self._check()
 
     # -- layout -------------------------------------------------------------------------------
@@ -713,16 +535,7 @@ class AttentionExplorer(pn.viewable.Viewer):
             pn.widgets.Select.from_param(
                 self.param.compare, name="compare with (same seed)", width=200, css_classes=["compare-select"]
             ),
-            self.config_msg,
-            self.restart_note,
-            "### While it trains",
-            pn.Row(self.lr_input, self.probe_input),
-            self.live_msg,
-            pn.Row(self.start_btn, self.pause_btn, self.reset_btn),
-            "### Stored run",
-            self.path_input,
-            pn.Row(self.open_btn, self.open_b_btn),
-            self.open_msg,
+            *self._run_controls([self.lr_input, self.probe_input], self.reset_btn),
             width=340,
         )
         maps = pn.Column(

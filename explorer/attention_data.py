@@ -205,6 +205,11 @@ class ProbeHistory:
     def __len__(self) -> int:
         return len(self.steps)
 
+    @property
+    def last_step(self) -> int:
+        """The step of the newest probe (0 before the first)."""
+        return self.steps[-1] if self.steps else 0
+
     def index_at(self, step: int) -> int:
         """Index of the last probe taken at or before ``step`` (0 if none)."""
         return max(0, int(np.searchsorted(np.asarray(self.steps), step, side="right")) - 1)

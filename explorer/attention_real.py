@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +35,7 @@ from explorer.attention_data import (
     tile_size,
 )
 from explorer.attention_views import ActivationView, HeadGrid, Heatmap, PatternView
+from explorer.background import Outcomes
 from explorer.paths import check_allowed
 from explorer.session import held, locked
 
@@ -163,7 +162,7 @@ class RealModelTab(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         self.tables: dict | None = None
-        self._results: queue.Queue = queue.Queue()
+        self._results = Outcomes()
         self._progress: tuple[str, float] | None = None
         self._busy = False
         self._started = 0.0
@@ -190,30 +189,24 @@ class RealModelTab(pn.viewable.Viewer):
         self.progress.visible, self.progress.value = True, -1  # indeterminate until the probe reports
         self.analyse_btn.disabled = True
         self.status.object = "analysing …"
-        threading.Thread(target=self._work, args=(text,), name="dynascope-real-model", daemon=True).start()
+        self._results.launch(lambda: self._work(text), name="dynascope-real-model")
         if self._callback is None:
             self._callback = pn.state.add_periodic_callback(self.tick, period=self.period_ms)
 
-    def _work(self, text: str) -> None:
+    def _work(self, text: str) -> tuple[str, dict]:
+        """The pictures of ``text`` (in the background thread; a missing extra or a bad text raise ``ValueError``)."""
+
         def report(message: str, fraction: float | None = None) -> None:
             self._progress = (str(message), float(fraction) if fraction is not None else -1.0)
 
-        try:
-            fn = self.probe_fn or load_probe()
-            ds = fn(text, progress=report)
-            report("preparing the pictures", 1.0)
-            self._results.put(("ok", prepare(ds)))
-        except ValueError as err:  # a missing extra, a bad text: one line for the user
-            self._results.put(("error", str(err)))
-        except Exception as err:  # reported beside the button; the server keeps serving
-            self._results.put(("error", f"{type(err).__name__}: {err}"))
+        fn = self.probe_fn or load_probe()
+        ds = fn(text, progress=report)
+        report("preparing the pictures", 1.0)
+        return "ok", prepare(ds)
 
     def tick(self) -> None:
         """Progress while the probe runs; the pictures when it is done."""
-        try:
-            kind, payload = self._results.get_nowait()
-        except queue.Empty:
-            kind, payload = "", None
+        kind, payload = self._results.take()
         with held(pn.state.curdoc):
             if kind == "ok":
                 self.show_tables(payload)

@@ -36,6 +36,8 @@ from bokeh.plotting import figure
 __all__ = [
     "ATTENTION_PALETTE",
     "RUN_COLORS",
+    "FigureView",
+    "fixed_figure",
     "HeadGrid",
     "PatternView",
     "Line",
@@ -82,6 +84,41 @@ def _title(fig) -> None:
     fig.title.text_font_size = "11pt"
 
 
+def fixed_figure(
+    title: str,
+    x_label: str,
+    y_label: str,
+    *,
+    width: int,
+    height: int,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    tools: str = "save",
+    **options,
+):
+    """A figure of fixed size whose ranges the server sets (``Range1d``), its title in the views' size."""
+    fig = figure(
+        title=title,
+        height=height,
+        width=width,
+        x_axis_label=x_label,
+        y_axis_label=y_label,
+        x_range=Range1d(*x_range),
+        y_range=Range1d(*y_range),
+        tools=tools,
+        **options,
+    )
+    _title(fig)
+    return fig
+
+
+class FigureView(pn.viewable.Viewer):
+    """A view drawn in one Bokeh figure of fixed size (``self.fig``)."""
+
+    def __panel__(self):
+        return pn.pane.Bokeh(self.fig, sizing_mode="fixed")
+
+
 def _set(rng: Range1d, lo: float, hi: float, *, slack: float = 0.06) -> None:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return
@@ -92,7 +129,7 @@ def _set(rng: Range1d, lo: float, hi: float, *, slack: float = 0.06) -> None:
 
 
 # -- attention maps -----------------------------------------------------------------------
-class HeadGrid(pn.viewable.Viewer):
+class HeadGrid(FigureView):
     """Every head's attention map as a thumbnail in one image (rows: layers, columns: heads).
 
     :meth:`show` replaces the image in place; a click on a thumbnail calls ``on_pick(layer, head)``
@@ -187,11 +224,8 @@ class HeadGrid(pn.viewable.Viewer):
         if 0 <= layer < self.layers and 0 <= head < self.heads and self.on_pick is not None:
             self.on_pick(layer, head)
 
-    def __panel__(self):
-        return pn.pane.Bokeh(self.fig, sizing_mode="fixed")
 
-
-class PatternView(pn.viewable.Viewer):
+class PatternView(FigureView):
     """One head's attention map, enlarged, with the query token, key token and weight on hover."""
 
     def __init__(self, name: str = "pattern", **params):
@@ -271,9 +305,6 @@ class PatternView(pn.viewable.Viewer):
         self.labels.data = {"label": [""]}
         self._n, self._ticks = 0, None
         self.fig.title.text = "Enlarged head"
-
-    def __panel__(self):
-        return pn.pane.Bokeh(self.fig, sizing_mode="fixed")
 
 
 # -- curves over training -------------------------------------------------------------------
@@ -356,25 +387,8 @@ class CurveView(pn.viewable.Viewer):
                 cols = {"step": np.zeros(0, np.int64)}
                 cols.update({line.column: np.zeros(0) for line in lines if line.kind == kind})
                 self.sources[(i, kind)] = ColumnDataSource(cols, name=f"{self.key}-{i}-{kind}")
-            kept.append(
-                [
-                    self.fig.line(
-                        "step",
-                        line.column,
-                        source=self.sources[(i, line.kind)],
-                        color=line.color,
-                        line_dash=line.dash,
-                        line_width=line.width,
-                        alpha=line.alpha,
-                        name=line.legend,
-                    )
-                    for line in lines
-                ]
-            )
-        now = {id(r) for rs in kept for r in rs}
-        gone = {id(r) for rs in self._run_renderers for r in rs} - now
-        if gone:
-            self.fig.renderers = [r for r in self.fig.renderers if id(r) not in gone]
+            kept.append([self._draw(line, self.sources[(i, line.kind)]) for line in lines])
+        self._drop(self._run_renderers, kept)
         self.sources = {key: src for key, src in self.sources.items() if key[0] < len(runs)}
         self._runs, self._run_renderers = [list(lines) for lines in runs], kept
         items: dict[str, list] = {}
@@ -385,6 +399,26 @@ class CurveView(pn.viewable.Viewer):
         self._lo, self._hi = np.inf, -np.inf
         if self.fit_y:
             self.fig.y_range.start, self.fig.y_range.end = self._y0
+
+    def _draw(self, line: Line, source: ColumnDataSource):
+        """The renderer of ``line``, its values from ``source``."""
+        return self.fig.line(
+            "step",
+            line.column,
+            source=source,
+            color=line.color,
+            line_dash=line.dash,
+            line_width=line.width,
+            alpha=line.alpha,
+            name=line.legend,
+        )
+
+    def _drop(self, drawn: list[list], kept: list[list]) -> None:
+        """Take the renderers of ``drawn`` that are not ``kept`` off the figure."""
+        now = {id(r) for rs in kept for r in rs}
+        gone = {id(r) for rs in drawn for r in rs} - now
+        if gone:
+            self.fig.renderers = [r for r in self.fig.renderers if id(r) not in gone]
 
     def push(self, index: int, kind: str, rows: dict[str, np.ndarray], *, replace: bool = False) -> None:
         """Append rows to run ``index``'s ``kind`` source (``replace``: set them as the whole data)."""
@@ -421,7 +455,7 @@ class CurveView(pn.viewable.Viewer):
 
 
 # -- a real model's probe -------------------------------------------------------------------
-class Heatmap(pn.viewable.Viewer):
+class Heatmap(FigureView):
     """A (row, column) table of values as coloured cells, with named rows and columns on hover."""
 
     def __init__(
@@ -502,29 +536,18 @@ class Heatmap(pn.viewable.Viewer):
     def clear(self) -> None:
         self.source.data = {"x": [], "y": [], "value": [], "row": [], "col": []}
 
-    def __panel__(self):
-        return pn.pane.Bokeh(self.fig, sizing_mode="fixed")
 
-
-class ActivationView(pn.viewable.Viewer):
+class ActivationView(FigureView):
     """The largest activation of each layer's output over the median one (log axis), with where it sits."""
 
     def __init__(self, name: str = "activations", **params):
         super().__init__(**params)
         self.source = ColumnDataSource({"layer": [], "ratio": [], "where": []}, name=name)
-        self.fig = figure(
-            title="Largest / median activation per layer",
-            height=380,
-            width=620,
-            x_axis_label="layer (output of the block)",
-            y_axis_label="max |h| / median |h|",
-            y_axis_type="log",
-            x_range=Range1d(-0.5, 0.5),
-            y_range=Range1d(1, 10),
-            tools="save,hover",
+        self.fig = fixed_figure(
+            "Largest / median activation per layer", "layer (output of the block)", "max |h| / median |h|",
+            width=620, height=380, x_range=(-0.5, 0.5), y_range=(1, 10), y_axis_type="log", tools="save,hover",
             tooltips=[("layer", "@layer"), ("ratio", "@ratio{0.0}"), ("largest at", "@where")],
-        )
-        _title(self.fig)
+        )  # fmt: skip
         self.fig.line("layer", "ratio", source=self.source, color="#7b2d26", line_width=1.5)
         self.fig.scatter("layer", "ratio", source=self.source, color="#7b2d26", size=8)
 
@@ -539,6 +562,3 @@ class ActivationView(pn.viewable.Viewer):
 
     def clear(self) -> None:
         self.source.data = {"layer": [], "ratio": [], "where": []}
-
-    def __panel__(self):
-        return pn.pane.Bokeh(self.fig, sizing_mode="fixed")

@@ -27,14 +27,14 @@ warm colours on the same axes. The fits are recomputed in a background thread (t
 :class:`explorer.emergence_data.Refitter`). Learning rate and probe interval act on a running run at
 its next chunk; the other settings apply to the next run. Bad values are reported beside the controls
 and start nothing. Every run is stored under the runs folder and can be opened again by path, with its
-curves and fits. The features tab is :class:`explorer.emergence_features.FeatureTab`.
+curves and fits. The features tab is :class:`explorer.emergence_features.FeatureTab`. Like the attention
+dashboard, the explorer is a :class:`explorer.training_app.TrainingApp`, which holds what both do alike.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ import panel as pn
 import param
 
 from engine.emergence.config import TASKS, EmergenceConfig
-from engine.store import StoreError, open_chunk, read_record
+from engine.store import StoreError, open_chunk
 from explorer.attention_data import head_series
 from explorer.attention_run import ENDED, TrainingRun
 from explorer.attention_views import CurveView, Heatmap
@@ -66,12 +66,11 @@ from explorer.emergence_data import (
 )
 from explorer.emergence_features import FeatureSource, FeatureTab
 from explorer.emergence_views import RUN_COLORS, FitCurveView, Line, SpectrumView, fit_table_html
-from explorer.paths import check_allowed, runs_dir
-from explorer.session import held, locked
+from explorer.session import locked
+from explorer.training_app import TrainingApp
 
 __all__ = ["EmergenceExplorer", "Shown", "COMPARES", "TASK_FIELDS", "compare_configs"]
 
-LOSS_POINTS = 4000  # training-loss points drawn per run
 MAP_EVERY = 2.0  # seconds between redraws of the spectrum-over-training map while a run trains
 MODEL_FIELDS = ("layers", "heads", "width")
 TASK_FIELDS: dict[str, tuple[str, ...]] = {  # the settings each task reads, beyond COMMON_FIELDS
@@ -161,8 +160,11 @@ class Shown:
         return f"{self.label} ({self.what})" if self.what else self.label
 
 
-class EmergenceExplorer(pn.viewable.Viewer):
+class EmergenceExplorer(TrainingApp):
     """Emergence over training, live and stored, with fitted laws and onsets (one per browser session)."""
+
+    engine = "emergence"
+    ending = "Stop"
 
     task = param.Selector(default="induction", objects=list(TASKS), doc="what to train and measure")
     compare = param.Selector(default="none", objects=list(COMPARES), doc="a second run alongside (same seed)")
@@ -201,17 +203,9 @@ class EmergenceExplorer(pn.viewable.Viewer):
         for name in self._setting_names():
             if name not in given:
                 params[name] = getattr(defaults, name)
-        super().__init__(**params)
-        self.period_ms = period_ms
+        super().__init__(period_ms=period_ms, **params)
         self.refitter = Refitter(every=fit_every)
-        self.run: TrainingRun | None = None
         self.shown: list[Shown] = []
-        self.push_ms: list[float] = []
-        self._pushes: list[tuple[float, float]] = []
-        self._callback = None
-        self._syncing = False
-        self._follow = True
-        self._loss_stride = 1
         self._generation = 0  # bumped for every new set of runs shown; stale fits are dropped
         self._map_due, self._map_at = False, 0.0  # the spectrum map waits to be redrawn / was at
         self._views()
@@ -221,11 +215,7 @@ class EmergenceExplorer(pn.viewable.Viewer):
         self._check()
         self._task_layout()
         self._setup([])
-        if open_path:
-            self.path_input.value = str(open_path)
-            self.open_stored()
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            pn.state.on_session_destroyed(lambda ctx: self.shutdown())
+        self._open_and_watch(open_path)
 
     @classmethod
     def _setting_names(cls) -> list[str]:
@@ -313,37 +303,13 @@ class EmergenceExplorer(pn.viewable.Viewer):
             width=230, css_classes=["compare-select"],
         )  # fmt: skip
         self.compare_select.param.watch(lambda e: setattr(self, "compare", e.new), "value")
-        self.config_msg = pn.pane.Alert(
-            "", alert_type="danger", visible=False, css_classes=["config-error"], margin=(0, 5)
-        )
-        self.live_msg = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["live-error"], margin=(0, 5))
-        self.restart_note = pn.pane.Alert(
-            "", alert_type="info", visible=False, css_classes=["restart-note"], margin=(0, 5)
-        )
-        self.start_btn = pn.widgets.Button(name="Start", button_type="success", width=80)
-        self.pause_btn = pn.widgets.Button(name="Pause", button_type="warning", width=80)
+        self._run_widgets()
         self.stop_btn = pn.widgets.Button(name="Stop", button_type="default", width=80)
-        self.start_btn.on_click(lambda e: locked(self.start))
-        self.pause_btn.on_click(lambda e: locked(self.pause))
         self.stop_btn.on_click(lambda e: locked(self.stop))
-        self.status = pn.pane.HTML(
-            "idle · set up a run and press Start, or open a stored one",
-            css_classes=["status-line"],
-            sizing_mode="stretch_width",
-            min_height=24,
-        )
         self.probe_slider = pn.widgets.IntSlider(
             name="spectrum at probe", start=0, end=1, value=0, disabled=True, width=300, css_classes=["probe-slider"]
         )
         self.probe_slider.param.watch(self._on_slider, "value")
-        self.path_input = pn.widgets.TextInput(
-            name="open a stored run", placeholder="runs/emergence-….zarr", css_classes=["open-path"], width=300
-        )
-        self.open_btn = pn.widgets.Button(name="Open", width=80)
-        self.open_b_btn = pn.widgets.Button(name="Open as B", width=100)
-        self.open_btn.on_click(lambda e: locked(self.open_stored))
-        self.open_b_btn.on_click(lambda e: locked(lambda: self.open_stored(as_b=True)))
-        self.open_msg = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["open-error"])
         settings = [n for n in self._setting_names() if n not in LIVE_FIELDS]
         self.param.watch(lambda *events: self._check(), [*settings, "compare"])
         self.param.watch(self._on_task, "task")
@@ -361,36 +327,25 @@ class EmergenceExplorer(pn.viewable.Viewer):
 
     def _to_sliders(self) -> None:
         """The hand-linked sliders show the params (their ranges follow pairs and K)."""
-        syncing, self._syncing = self._syncing, True
-        try:
+        with self._quietly():
             b = self.inputs["burstiness"]
             b.end = max(2, self.pairs or 2, self.burstiness or 1)  # a B beyond N stays shown (and reported)
             b.value = max(1, self.burstiness or 1)
             k = self.inputs["classes"]
             k.options = self._class_options(self.classes)
             k.value = self.classes or 256
-        finally:
-            self._syncing = syncing
 
     def _on_pairs(self, event) -> None:
         self._to_sliders()
-
-    @staticmethod
-    def _show(alert: pn.pane.Alert, message: str) -> None:
-        alert.object = message
-        alert.visible = bool(message)
 
     def _on_task(self, event) -> None:
         """A new task: its own defaults (seed kept) and its settings shown."""
         if self._syncing:
             return
         defaults = EmergenceConfig.for_task(event.new)
-        self._syncing = True
-        try:
+        with self._quietly():
             self.param.update(**{n: getattr(defaults, n) for n in self._setting_names() if n != "seed"}, compare="none")
             self.compare_select.value = "none"
-        finally:
-            self._syncing = False
         self._to_sliders()
         self._task_layout()
         self._check()
@@ -412,90 +367,40 @@ class EmergenceExplorer(pn.viewable.Viewer):
         cfg = EmergenceConfig.for_task(self.task, **values)
         return compare_configs(cfg, self.compare)
 
-    def _check(self) -> list[EmergenceConfig] | None:
-        """The typed configs, or None with the engine's message shown beside the controls."""
-        if self._syncing:
-            return None
-        try:
-            configs = self._build()
-        except (ValueError, TypeError) as err:
-            self._show(self.config_msg, str(err))
-            return None
-        self._show(self.config_msg, "")
-        self._restart_note(configs)
-        return configs
-
-    def _restart_note(self, configs: list[EmergenceConfig]) -> None:
-        """Say which changed settings wait for the next run."""
-        message = ""
-        if self.run is not None and self.run.state not in ENDED and self.shown:
-            now = self.shown[0].config
-            changed = [
-                f
-                for f in ("task", *_fields(now.task))
-                if f not in LIVE_FIELDS and getattr(configs[0], f) != getattr(now, f)
-            ]
-            if len(configs) != len(self.shown):
-                changed.append("compare")
-            if changed:
-                message = f"{', '.join(changed)} changed: this applies to the next run (Stop, then Start)"
-        self._show(self.restart_note, message)
-
-    def _on_live(self, name: str, value: Any) -> None:
-        """Learning rate and probe interval: checked, then applied to a running run at its next chunk."""
-        if self._syncing or self._check() is None:
-            return
-        if self.run is None or self.run.state in ENDED:
-            return
-        try:
-            self.run.update(**{name: value})
-        except ValueError as err:
-            self._show(self.live_msg, str(err))
-            return
-        self._show(self.live_msg, "")
+    def _changed(self, configs: list[EmergenceConfig]) -> list[str]:
+        now = self.shown[0].config
+        changed = [
+            f
+            for f in ("task", *_fields(now.task))
+            if f not in LIVE_FIELDS and getattr(configs[0], f) != getattr(now, f)
+        ]
+        if len(configs) != len(self.shown):
+            changed.append("compare")
+        return changed
 
     # -- run control ----------------------------------------------------------------------
-    def start(self) -> None:
-        """Start a run from the settings, or resume a paused one (nothing starts on bad input)."""
-        if self.run is not None and self.run.state == "running":
-            return
-        if self.run is not None and self.run.state == "paused":
-            self.run.start()
-            self._ensure_callback()
-            self._status()
-            return
-        configs = self._check()
-        if configs is None:
-            return
+    def _training_run(self, configs: list[EmergenceConfig], paths: list[Path]) -> TrainingRun:
         from engine.emergence.training import EmergenceStream
 
-        folder = runs_dir()
-        stem = f"emergence-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        paths = [folder / f"{stem}-{label}-{cfg.task}.zarr" for label, cfg in zip("AB", configs, strict=False)]
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            run = TrainingRun(
-                configs,
-                paths,
-                make_stream=EmergenceStream,
-                model_of=lambda stream: stream.run.model,
-                snapshot_bytes=1,  # the feature tab needs the newest weights only
-                name="dynascope-emergence",
-            )
-        except (StoreError, ValueError, OSError) as err:
-            self._show(self.config_msg, str(err))
-            return
-        self._stop_run()
-        self.run = run
+        return TrainingRun(
+            configs,
+            paths,
+            make_stream=EmergenceStream,
+            model_of=lambda stream: stream.run.model,
+            snapshot_bytes=1,  # the feature tab needs the newest weights only
+            name="dynascope-emergence",
+        )
+
+    def _variant(self, config: EmergenceConfig) -> str:
+        return config.task
+
+    def _show_live(self, run: TrainingRun, configs: list[EmergenceConfig], paths: list[Path]) -> None:
         shown = []
         for i, (label, cfg, path) in enumerate(zip("AB", configs, paths, strict=False)):
             other = configs[1 - i] if len(configs) > 1 else None
             shown.append(Shown(label, cfg, path=path, what=_describe(cfg, other)))
         self._setup(shown)
         self.features.set_sources([self._feature_source(i, s, live=True) for i, s in enumerate(shown)])
-        run.start()
-        self._ensure_callback()
-        self._status()
 
     def _feature_source(self, index: int, s: Shown, *, live: bool = False) -> FeatureSource:
         """What the feature tab needs of a run (a stored run has no weights)."""
@@ -517,11 +422,6 @@ class EmergenceExplorer(pn.viewable.Viewer):
             s.label, s.config.task, model_cfg, weights, tokens, names, s.config.seed, lambda: history.data
         )
 
-    def pause(self) -> None:
-        if self.run is not None:
-            self.run.pause()
-            self._status()
-
     def stop(self) -> None:
         """End the run for good (its stores are marked stopped); its curves, fits and features stay."""
         if self.run is None or self.run.state in ENDED:
@@ -533,34 +433,18 @@ class EmergenceExplorer(pn.viewable.Viewer):
 
     def shutdown(self) -> None:
         """End this session's run (the browser tab closed)."""
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
-        self._stop_run()
+        super().shutdown()
         self.refitter.stop()
         self.features.shutdown()
-
-    def _stop_run(self) -> None:
-        if self.run is not None:
-            self.run.stop()
-            self.run = None
-
-    def _ensure_callback(self) -> None:
-        if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.tick, period=self.period_ms)
 
     # -- views of the runs shown --------------------------------------------------------------
     def _setup(self, shown: list[Shown]) -> None:
         """Prepare every view for these runs (empty)."""
-        self.shown = shown
+        super()._setup(shown)
         self._generation += 1
         self.refitter.forget()
-        self._follow = True
-        self.push_ms.clear()
-        self._pushes.clear()
         task = shown[0].config.task if shown else self.task
-        steps = max((s.config.steps for s in shown), default=100)
-        self._loss_stride = max(1, -(-steps // LOSS_POINTS))
+        steps = self._steps
         layered = task in ("massive", "sparsity", "induction")
         mlp = layered and bool(shown) and all(s.config.mlp_ratio > 0 for s in shown)
         runs_layers = [self._layer_lines(i, s, "") for i, s in enumerate(shown)] if layered else []
@@ -606,11 +490,8 @@ class EmergenceExplorer(pn.viewable.Viewer):
         self.spectrum_map.clear()
         self._map_due = False
         self.fit_table.object = fit_table_html([])
-        self._syncing = True
-        try:
+        with self._quietly():
             self.probe_slider.param.update(start=0, end=1, value=0, disabled=True)
-        finally:
-            self._syncing = False
         self.layer_box.visible = layered
         self.sparsity.fig.visible = mlp
         self.heads_box.visible = bool(scores)
@@ -676,12 +557,8 @@ class EmergenceExplorer(pn.viewable.Viewer):
         fitted = [(key, fits) for key, fits in self.refitter.results() if key[0] == self._generation]
         redraw_map = self._map_due and (ended or time.perf_counter() - self._map_at >= MAP_EVERY)
         if events or fitted or redraw_map:
-            t0 = time.perf_counter()
-            with held(pn.state.curdoc):
-                for event in events:
-                    if event.index < len(self.shown):
-                        self.shown[event.index].history.extend(event.chunk)
-                        self._push_rows(event.index, event.chunk)
+            with self._pushing():
+                self._receive(events)
                 if events:
                     self._new_probes()
                 if redraw_map:
@@ -693,10 +570,7 @@ class EmergenceExplorer(pn.viewable.Viewer):
                 if fitted:
                     self._draw_fit_table()
                 self._status()
-            self._refit()
-            ms = (time.perf_counter() - t0) * 1000
-            self.push_ms.append(ms)
-            self._pushes.append((time.perf_counter(), ms))
+                self._refit()
         else:
             self._status()
         idle = not self.refitter.busy and not self._unfitted() and not self._map_due
@@ -712,11 +586,6 @@ class EmergenceExplorer(pn.viewable.Viewer):
             if s.history.data is not None and s.fitted != s.history.version:
                 s.fitted = s.history.version
                 self.refitter.submit((self._generation, i), s.history.data, s.history.version)
-
-    def _stop_callback(self) -> None:
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
 
     def _draw_fits(self, index: int) -> None:
         s = self.shown[index]
@@ -747,13 +616,7 @@ class EmergenceExplorer(pn.viewable.Viewer):
         n = self.shown[0].history.probes
         if n == 0:
             return
-        self._syncing = True
-        try:
-            self.probe_slider.param.update(end=max(1, n - 1), disabled=n < 2)
-            if self._follow:
-                self.probe_slider.value = n - 1
-        finally:
-            self._syncing = False
+        self._follow_probes(n)
         self._draw_spectrum()
         self._map_due = True  # the map of every probe is redrawn less often (a few hundred cells)
         self.features.refresh()
@@ -795,28 +658,8 @@ class EmergenceExplorer(pn.viewable.Viewer):
         )
 
     # -- status ---------------------------------------------------------------------------
-    def _status(self) -> None:
-        run = self.run
-        if run is None:
-            return
-        now = time.perf_counter()
-        self._pushes = [(t, ms) for t, ms in self._pushes if now - t < 5.0]
-        push = float(np.median([ms for _, ms in self._pushes])) if self._pushes else 0.0
-        state = run.state
-        if state in ENDED and run.pending:
-            state = "finishing"  # the last probes are on their way to the views
-        parts = [f"<b>{state}</b>"]
-        for s, slot in zip(self.shown, run.slots, strict=False):
-            extra = f" ({slot.state}{': ' + slot.error if slot.error else ''})" if slot.state in ENDED else ""
-            parts.append(f"{s.name} {s.config.task}: step {slot.step}/{s.config.steps}{self._headline(s)}{extra}")
-        parts.append(
-            f"{run.steps_per_second():.0f} steps/s · update {push:.0f} ms · fits {self.refitter.last_seconds:.2f} s"
-        )
-        if run.error:
-            parts.append(run.error)
-        text = " · ".join(parts)
-        if self.status.object != text:
-            self.status.object = text
+    def _timings(self) -> list[str]:
+        return [f"fits {self.refitter.last_seconds:.2f} s"]
 
     @staticmethod
     def _headline(s: Shown) -> str:
@@ -830,30 +673,14 @@ class EmergenceExplorer(pn.viewable.Viewer):
         return ""
 
     # -- stored runs ----------------------------------------------------------------------
-    def open_stored(self, as_b: bool = False) -> None:
-        """Show a stored run (inside the folders this server may read); ``as_b``: beside run A."""
-        if self.run is not None and self.run.state in ("running", "paused"):
-            self._show(self.open_msg, "a run is in progress: Stop it before opening a stored one")
-            return
-        try:
-            path = check_allowed(self.path_input.value, "run store")
-            record = read_record(path)
-            if record["engine"] != "emergence":
-                raise StoreError(f"{path.name} is a {record['engine']} run, not an emergence run")
-            paths = [path]
-            if as_b:
-                if not self.shown or self.shown[0].path is None:
-                    raise StoreError("open a run A first")
-                paths = [self.shown[0].path, path]
-            chunks = [open_chunk(p) for p in paths]
-            configs = [EmergenceConfig.from_dict(json.loads(c.attrs["config"])) for c in chunks]
-            if len(configs) > 1 and configs[0].task != configs[1].task:
-                raise StoreError(f"run A is a {configs[0].task} run, {path.name} a {configs[1].task} run")
-        except (StoreError, ValueError, OSError, KeyError) as err:
-            self._show(self.open_msg, str(err))
-            return
-        self._show(self.open_msg, "")
-        self._stop_run()
+    def _read_stored(self, paths: list[Path]) -> tuple[list, list[EmergenceConfig]]:
+        chunks = [open_chunk(p) for p in paths]
+        configs = [EmergenceConfig.from_dict(json.loads(c.attrs["config"])) for c in chunks]
+        if len(configs) > 1 and configs[0].task != configs[1].task:
+            raise StoreError(f"run A is a {configs[0].task} run, {paths[1].name} a {configs[1].task} run")
+        return chunks, configs
+
+    def _show_stored(self, paths: list[Path], chunks: list, configs: list[EmergenceConfig]) -> None:
         shown = []
         for i, (label, chunk, cfg, p) in enumerate(zip("AB", chunks, configs, paths, strict=False)):
             other = configs[1 - i] if len(configs) > 1 else None
@@ -864,29 +691,19 @@ class EmergenceExplorer(pn.viewable.Viewer):
             )
         self._sync_controls(configs[0])
         self._setup(shown)
-        for i, (s, chunk) in enumerate(zip(shown, chunks, strict=True)):
-            s.history.extend(chunk)
-            self._push_rows(i, chunk, replace=True)
+        for i, chunk in enumerate(chunks):
+            self._add(i, chunk, replace=True)
         self._new_probes()
         if self._map_due:
             self._draw_map()
         self.features.set_sources([self._feature_source(i, s) for i, s in enumerate(shown)])
         self._refit()
         self._ensure_callback()  # the fits follow
-        parts = [
-            f"{s.name} {s.path.name}: {s.config.task}, {s.status}, "
-            f"{s.history.last_step} steps, {s.history.probes} probes"
-            for s in shown
-        ]
-        self.status.object = "<b>stored run</b> · " + " · ".join(parts)
 
     def _sync_controls(self, cfg: EmergenceConfig) -> None:
         """The settings show the opened run, ready to run again."""
-        self._syncing = True
-        try:
+        with self._quietly():
             self.param.update(task=cfg.task, **{n: getattr(cfg, n) for n in self._setting_names()})
-        finally:
-            self._syncing = False
         self._to_sliders()
         self._task_layout()
         self._check()
@@ -909,16 +726,7 @@ class EmergenceExplorer(pn.viewable.Viewer):
             pn.Row(w["clamp"], w["clamp_mode"]),
             pn.Row(w["clamp_start"], w["clamp_end"]),
             self.compare_select,
-            self.config_msg,
-            self.restart_note,
-            "### While it trains",
-            pn.Row(w["lr"], w["probe_every"]),
-            self.live_msg,
-            pn.Row(self.start_btn, self.pause_btn, self.stop_btn),
-            "### Stored run",
-            self.path_input,
-            pn.Row(self.open_btn, self.open_b_btn),
-            self.open_msg,
+            *self._run_controls([w["lr"], w["probe_every"]], self.stop_btn),
             width=340,
         )
         return self._tabs(controls)

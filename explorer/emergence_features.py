@@ -21,8 +21,6 @@ at the newest probe (stored runs too).
 from __future__ import annotations
 
 import html
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ import numpy as np
 import panel as pn
 import torch
 
+from explorer.background import Outcomes
 from explorer.emergence_data import example_html, frequency_counts, purest_neurons, token_text
 from explorer.emergence_views import FrequencyView
 from explorer.session import held, locked
@@ -117,7 +116,7 @@ class FeatureTab(pn.viewable.Viewer):
         super().__init__(**params)
         self.period_ms = period_ms
         self.sources: list[FeatureSource] = []
-        self._results: queue.Queue = queue.Queue()
+        self._results = Outcomes()
         self._busy = False
         self._callback = None
         self._models: dict[str, tuple[int, Any]] = {}  # label -> (loaded step, private model)
@@ -264,9 +263,7 @@ class FeatureTab(pn.viewable.Viewer):
         self.top_btn.disabled = self.facet_btn.disabled = True
         what = "top-activating examples" if kind == "top" else "facets (clustering and optimising inputs)"
         self.status.object = f"computing the {what} of L{layer} neuron {neuron} …"
-        threading.Thread(
-            target=self._work, args=(kind, s, layer, neuron), name="dynascope-features", daemon=True
-        ).start()
+        self._results.launch(lambda: self._work(kind, s, layer, neuron), name="dynascope-features")
         if self._callback is None:
             self._callback = pn.state.add_periodic_callback(self.tick, period=self.period_ms)
 
@@ -286,30 +283,23 @@ class FeatureTab(pn.viewable.Viewer):
             loaded = self._models[s.label] = (step, model)
         return loaded
 
-    def _work(self, kind: str, s: FeatureSource, layer: int, neuron: int) -> None:
+    def _work(self, kind: str, s: FeatureSource, layer: int, neuron: int) -> tuple[str, tuple]:
+        """The examples (``kind`` "top") or the facets of one neuron (in the background thread; a silent
+        neuron or too few examples raise ``ValueError``)."""
         from engine.emergence.features import multifaceted, top_activating
 
         if torch.get_num_threads() != 1:  # one intra-op thread: two would spin against training
             torch.set_num_threads(1)
         t0 = time.perf_counter()
-        try:
-            step, model = self._model(s)
-            if kind == "top":
-                ex = top_activating(model, s.tokens, layer, k=EXAMPLES, context=CONTEXT)
-                self._results.put(("top", (s, layer, neuron, step, ex, time.perf_counter() - t0)))
-            else:
-                facets = multifaceted(model, s.tokens, layer, neuron, facets=FACETS, context=CONTEXT, seed=s.seed)
-                self._results.put(("facets", (s, layer, neuron, step, facets, time.perf_counter() - t0)))
-        except ValueError as err:  # a silent neuron, too few examples: one line for the user
-            self._results.put(("error", str(err)))
-        except Exception as err:  # reported beside the buttons; the server keeps serving
-            self._results.put(("error", f"{type(err).__name__}: {err}"))
+        step, model = self._model(s)
+        if kind == "top":
+            ex = top_activating(model, s.tokens, layer, k=EXAMPLES, context=CONTEXT)
+            return "top", (s, layer, neuron, step, ex, time.perf_counter() - t0)
+        facets = multifaceted(model, s.tokens, layer, neuron, facets=FACETS, context=CONTEXT, seed=s.seed)
+        return "facets", (s, layer, neuron, step, facets, time.perf_counter() - t0)
 
     def tick(self) -> None:
-        try:
-            kind, payload = self._results.get_nowait()
-        except queue.Empty:
-            kind, payload = "", None
+        kind, payload = self._results.take()
         if kind:
             with held(pn.state.curdoc):
                 self._busy = False

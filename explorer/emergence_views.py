@@ -13,11 +13,9 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import panel as pn
-from bokeh.models import ColumnDataSource, HoverTool, LegendItem, Range1d
-from bokeh.plotting import figure
+from bokeh.models import ColumnDataSource, HoverTool, LegendItem
 
-from explorer.attention_views import RUN_COLORS, CurveView, Line
+from explorer.attention_views import RUN_COLORS, CurveView, FigureView, Line, fixed_figure
 
 __all__ = ["FitCurveView", "SpectrumView", "FrequencyView", "fit_table_html", "RUN_COLORS", "Line"]
 
@@ -26,10 +24,6 @@ ONSET_COLORS = ("#08306b", "#67000d")  # run A, run B
 
 def _empty_onsets() -> dict:
     return {"step": [], "end": [], "name": [], "label": [], "abrupt": [], "color": []}
-
-
-def _title(fig) -> None:
-    fig.title.text_font_size = "11pt"
 
 
 class FitCurveView(CurveView):
@@ -64,25 +58,8 @@ class FitCurveView(CurveView):
                 continue
             cols = {"step": np.zeros(0)} | {line.column: np.zeros(0) for line in lines}
             self.fit_sources[i] = ColumnDataSource(cols, name=f"{self.key}-fit-{i}")
-            keep.append(
-                [
-                    self.fig.line(
-                        "step",
-                        line.column,
-                        source=self.fit_sources[i],
-                        color=line.color,
-                        line_dash=line.dash,
-                        line_width=line.width,
-                        alpha=line.alpha,
-                        name=line.legend,
-                    )
-                    for line in lines
-                ]
-            )
-        now = {id(r) for rs in keep for r in rs}
-        gone = {id(r) for rs in self._fit_renderers for r in rs} - now
-        if gone:
-            self.fig.renderers = [r for r in self.fig.renderers if id(r) not in gone]
+            keep.append([self._draw(line, self.fit_sources[i]) for line in lines])
+        self._drop(self._fit_renderers, keep)
         self.fit_sources = {i: src for i, src in self.fit_sources.items() if i < len(fits)}
         self._fit_lines, self._fit_renderers = [list(lines) for lines in fits], keep
         items = list(self.legend.items)
@@ -114,23 +91,16 @@ class FitCurveView(CurveView):
             source.data = {k: list(v) for k, v in rows.items()}
 
 
-class SpectrumView(pn.viewable.Viewer):
+class SpectrumView(FigureView):
     """Fourier power of the embeddings per frequency at one probe; run B's bars beside run A's."""
 
     def __init__(self, name: str = "spectrum", *, width: int = 540, **params):
         super().__init__(**params)
         self.sources = [ColumnDataSource({"frequency": [], "x": [], "power": []}, name=f"{name}-{i}") for i in range(2)]
-        self.fig = figure(
-            title="Embedding Fourier spectrum",
-            height=300,
-            width=width,
-            x_axis_label="frequency k (of the modulus)",
-            y_axis_label="share of embedding power",
-            x_range=Range1d(-0.5, 10.5),
-            y_range=Range1d(0, 1),
-            tools="save",
-        )
-        _title(self.fig)
+        self.fig = fixed_figure(
+            "Embedding Fourier spectrum", "frequency k (of the modulus)", "share of embedding power",
+            width=width, height=300, x_range=(-0.5, 10.5), y_range=(0, 1),
+        )  # fmt: skip
         for i, source in enumerate(self.sources):
             self.fig.vbar(x="x", top="power", width=0.4, source=source, color=RUN_COLORS[i][0], legend_label="AB"[i])
         self.fig.add_tools(HoverTool(tooltips=[("frequency", "@frequency"), ("power", "@power{0.000}")]))
@@ -152,27 +122,17 @@ class SpectrumView(pn.viewable.Viewer):
             source.data = {"frequency": [], "x": [], "power": []}
         self.fig.title.text = "Embedding Fourier spectrum"
 
-    def __panel__(self):
-        return pn.pane.Bokeh(self.fig, sizing_mode="fixed")
 
-
-class FrequencyView(pn.viewable.Viewer):
+class FrequencyView(FigureView):
     """Hidden neurons per dominant input frequency, with their mean purity on hover (grokking)."""
 
     def __init__(self, name: str = "neuron-freq", **params):
         super().__init__(**params)
         self.source = ColumnDataSource({"frequency": [], "count": [], "purity": []}, name=name)
-        self.fig = figure(
-            title="Neurons per dominant frequency",
-            height=300,
-            width=560,
-            x_axis_label="dominant frequency k",
-            y_axis_label="neurons",
-            x_range=Range1d(-0.5, 10.5),
-            y_range=Range1d(0, 1),
-            tools="save",
-        )
-        _title(self.fig)
+        self.fig = fixed_figure(
+            "Neurons per dominant frequency", "dominant frequency k", "neurons",
+            width=560, height=300, x_range=(-0.5, 10.5), y_range=(0, 1),
+        )  # fmt: skip
         self.fig.vbar(x="frequency", top="count", width=0.8, source=self.source, color="#7b2d26")
         self.fig.add_tools(
             HoverTool(tooltips=[("frequency", "@frequency"), ("neurons", "@count"), ("mean purity", "@purity{0.00}")])
@@ -187,9 +147,6 @@ class FrequencyView(pn.viewable.Viewer):
 
     def clear(self) -> None:
         self.source.data = {"frequency": [], "count": [], "purity": []}
-
-    def __panel__(self):
-        return pn.pane.Bokeh(self.fig, sizing_mode="fixed")
 
 
 def _number(x: float, fmt: str) -> str:

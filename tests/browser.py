@@ -145,3 +145,14 @@ def type_in(page, css: str, value: str) -> None:
     box = page.locator(f"{css} input").first
     box.fill(value)
     box.press("Enter")
+
+
+def assert_nothing_starts(page, outside: Path) -> None:
+    """Start (with a bad setting on screen) and Open on a path ``outside`` the folders the server may read:
+    the path is refused beside the opener, and the app stays idle."""
+    page.get_by_role("button", name="Start").click()
+    type_in(page, ".open-path", str(outside))
+    page.get_by_role("button", name="Open", exact=True).click()
+    wait_for(lambda: "outside the folders" in text(page, ".open-error"), what="the path error")
+    time.sleep(1.0)
+    assert "idle" in status(page)

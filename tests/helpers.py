@@ -1,4 +1,5 @@
-"""Test helpers: small hand-built datasets and a way to call the CLI."""
+"""Test helpers: small hand-built datasets, a way to call the CLI, and ways to wait for training in the
+background."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +67,25 @@ def make_store(path: Path, model: str = "coba", *, scale: float = 0.1, duration:
     )
     assert proc.returncode == 0, proc.stderr
     return path
+
+
+def train_to_end(run, timeout: float = 60.0) -> list:
+    """Start ``run`` (an :class:`explorer.attention_run.TrainingRun`) and drain it until it has ended and
+    its queue is empty (at most ``timeout`` seconds); every event drained."""
+    run.start()
+    events = []
+    deadline = time.time() + timeout
+    while time.time() < deadline and (run.state == "running" or run.pending):
+        events += run.drain()
+        time.sleep(0.05)
+    events += run.drain()
+    return events
+
+
+def run_until(app, done, timeout: float = 90.0) -> None:
+    """Call ``app.tick()`` (a dashboard or a tab driven from Python) every 0.1 s until ``done()``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not done():
+        time.sleep(0.1)
+        app.tick()
+    assert done()

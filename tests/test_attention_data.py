@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import run_until, train_to_end
 
 from engine.chunk import concat
 from engine.store import open_run, read_record
@@ -157,13 +158,7 @@ def test_two_runs_train_in_step_store_and_keep_weights(tmp_path):
     with pytest.raises(ValueError, match="cannot change during training"):
         run.update(width=32)
     run.update(probe_every=10)  # applies at the first chunk
-    run.start()
-    events = []
-    deadline = time.time() + 60
-    while time.time() < deadline and (run.state == "running" or run.pending):
-        events += run.drain()
-        time.sleep(0.05)
-    events += run.drain()
+    events = train_to_end(run)
     assert run.state == "finished" and [s.state for s in run.slots] == ["finished", "finished"]
     for index, path in enumerate(paths):
         merged = concat([e.chunk for e in events if e.index == index], APPEND_DIMS)
@@ -263,10 +258,7 @@ def test_real_model_tab_shows_a_dataset_and_reports_a_missing_probe(toy_run, mon
     tab = real.RealModelTab(probe_fn=slow)
     tab.analyse()
     assert tab.analyse_btn.disabled
-    deadline = time.time() + 30
-    while time.time() < deadline and tab._busy:
-        time.sleep(0.1)
-        tab.tick()
+    run_until(tab, lambda: not tab._busy, 30)
     assert tab.views.visible and not tab.error.visible and not tab.analyse_btn.disabled
 
     # no probe module: the hint, at once and on Analyse
@@ -276,10 +268,7 @@ def test_real_model_tab_shows_a_dataset_and_reports_a_missing_probe(toy_run, mon
     tab = real.RealModelTab()
     assert tab.error.visible and "not available" in tab.error.object
     tab.analyse()
-    deadline = time.time() + 30
-    while time.time() < deadline and tab._busy:
-        time.sleep(0.05)
-        tab.tick()
+    run_until(tab, lambda: not tab._busy, 30)
     assert tab.error.visible and "not available" in tab.error.object and not tab.views.visible
 
 
@@ -311,14 +300,6 @@ def test_a_stored_probe_opens_in_the_tab(toy_run, tmp_path, monkeypatch):
 
 
 # -- the explorer, driven from Python ----------------------------------------------------------
-def run_until(app, done, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and not done():
-        time.sleep(0.1)
-        app.tick()
-    assert done()
-
-
 def test_explorer_bad_input_live_updates_and_stored_runs(tmp_path, monkeypatch):
     from explorer.attention_app import AttentionExplorer
 
@@ -337,7 +318,7 @@ def test_explorer_bad_input_live_updates_and_stored_runs(tmp_path, monkeypatch):
     assert app.of_select.value == 0  # single-sequence attention while the weights are in memory
     app.probe_input.value = 30  # applies at the next chunk
     assert not app.live_msg.visible
-    run_until(app, lambda: app.run.state == "finished" and not app.run.pending)
+    run_until(app, lambda: app.run.state == "finished" and not app.run.pending, 60)
     steps = app.shown[0].history.steps
     assert steps[0] == 0 and steps[-1] == 60 and len(app.shown[1].history) == len(steps)
     assert app.grids[1].fig.visible and app.run_select.visible

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import run_until, train_to_end
 
 from engine.chunk import Chunk, concat
 from engine.emergence.config import EmergenceConfig
@@ -257,13 +258,7 @@ def test_training_run_trains_emergence_streams_and_keeps_the_newest_weights(tmp_
         name="dynascope-emergence",
     )
     assert run.latest_weights(0) is None  # before the start: none yet
-    run.start()
-    events = []
-    deadline = time.time() + 60
-    while time.time() < deadline and (run.state == "running" or run.pending):
-        events += run.drain()
-        time.sleep(0.05)
-    events += run.drain()
+    events = train_to_end(run)
     assert run.state == "finished"
     for index in (0, 1):
         merged = concat([e.chunk for e in events if e.index == index], APPEND_DIMS)
@@ -281,14 +276,6 @@ def test_training_run_trains_emergence_streams_and_keeps_the_newest_weights(tmp_
 
 
 # -- the explorer, driven from Python ----------------------------------------------------------------
-def run_until(app, done, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and not done():
-        time.sleep(0.1)
-        app.tick()
-    assert done()
-
-
 def settled(app) -> bool:
     run = app.run
     ended = run is None or run.state in ("finished", "stopped", "failed")
