@@ -1,10 +1,12 @@
-"""Export of spiking runs: figures (PNG, SVG, self-contained HTML) and data (NetCDF).
+"""Export of runs: figures (PNG, SVG, self-contained HTML) and data (NetCDF).
 
     dynascope export runs/b.zarr --figure raster --format png --out raster.png
+    dynascope export runs/ind.zarr --figure summary --format svg --out induction.svg
 
-PNG and SVG are drawn with matplotlib, HTML with Bokeh (resources inlined, so the file opens
-offline). Every figure labels its axes with units and carries a caption with the run's
-parameters and status.
+Spiking runs: PNG and SVG are drawn with matplotlib, HTML with Bokeh (resources inlined, so the
+file opens offline); every figure labels its axes with units and carries a caption with the
+run's parameters and status. Emergence runs: the ``summary`` figure of
+:func:`explorer.emergence_figures.run_figure` as PNG or SVG. Every run exports its data as NetCDF.
 """
 
 from __future__ import annotations
@@ -131,13 +133,27 @@ def export_bytes(ds, figure: str, fmt: str) -> bytes:
         raise ValueError(f"format={fmt!r} is not allowed: choose one of {', '.join(FORMATS)}")
     if fmt == "nc":
         return _netcdf(ds)
+    engine = ds.attrs.get("engine", "spiking")
+    if engine == "emergence" and fmt in ("png", "svg") and figure == "summary":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from explorer.emergence_figures import run_figure
+
+        return _save(run_figure(ds), fmt)
+    if engine != "spiking":
+        also = ", or --figure summary as png or svg" if engine == "emergence" else ""
+        raise ValueError(f"{engine} runs export --format nc{also}")
     if figure not in FIGURES:
         raise ValueError(f"figure={figure!r} is not allowed: choose one of {', '.join(FIGURES)}")
     if fmt == "html":
         return _html(ds, figure).encode()
+    return _save(matplotlib_figure(ds, figure), fmt)
+
+
+def _save(fig, fmt: str) -> bytes:
     import matplotlib.pyplot as plt
 
-    fig = matplotlib_figure(ds, figure)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight")
     plt.close(fig)

@@ -109,6 +109,13 @@ def test_cli_runs_a_task_and_info_reads_it_back(tmp_path, capsys):
     assert again["layers"] == summary["layers"] and again["onsets"] == summary["onsets"]
     assert main(["info", str(out)]) == 0
     assert "top/median" in capsys.readouterr().out
+    png = tmp_path / "ind.png"
+    assert main(["export", str(out), "--figure", "summary", "--format", "png", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["export", str(out), "--format", "nc", "--out", str(tmp_path / "ind.nc")]) == 0
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", "html", "--out", str(tmp_path / "ind.html")]) == 2
+    assert "emergence runs export --format nc" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
