@@ -11,8 +11,10 @@ its columnar form (:class:`engine.chunk.Chunk`), which needs no xarray import.
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from engine.chunk import Chunk
@@ -104,12 +106,30 @@ class TrainingStream(ChunkStream):
     """A stream that trains a model with a torch optimiser and probes it every ``probe_every`` steps.
 
     Its learning rate and probe interval may change mid-run (:attr:`updatable`); any other field
-    of the config may not. Subclasses set ``self.lr``, ``self.probe_every`` and give
-    :attr:`optimizer`.
+    of the config may not. Subclasses set ``self.lr``, ``self.probe_every``, ``self.step``,
+    ``self.train_seconds`` and give :attr:`optimizer`.
     """
 
     updatable: tuple[str, ...] = ("lr", "probe_every")
     optimizer: Any = None  # a torch.optim.Optimizer
+
+    def _train_steps(self, n: int, step: Callable[[], float]) -> tuple[list[float], list[float]]:
+        """``n`` calls of ``step()`` (one optimiser step that advances ``self.step``; its loss).
+
+        Returns the losses and the learning rate of each step. A non-finite loss ends the run
+        (:class:`RunStopped`) before the chunk that would show it.
+        """
+        losses: list[float] = []
+        lrs: list[float] = []
+        t0 = time.perf_counter()
+        for _ in range(n):
+            lrs.append(self.lr)
+            losses.append(step())
+            if not math.isfinite(losses[-1]):
+                self.done = True
+                raise RunStopped(f"the training loss became non-finite at step {self.step}")
+        self.train_seconds += time.perf_counter() - t0
+        return losses, lrs
 
     def _validate_updates(self, changes: dict[str, Any]) -> None:
         unknown = sorted(set(changes) - set(self.updatable))

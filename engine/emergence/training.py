@@ -36,7 +36,7 @@ import engine
 from engine.chunk import Chunk, concat
 from engine.emergence.base import Probed, TaskRun
 from engine.emergence.config import EmergenceConfig
-from engine.stream import RunStopped, TrainingStream
+from engine.stream import TrainingStream
 
 __all__ = ["APPEND_DIMS", "UPDATABLE", "EmergenceStream", "clamp_hook", "task_run", "train_run"]
 
@@ -128,18 +128,16 @@ class EmergenceStream(TrainingStream):
         probes = [(0, self.probe())] if self.step == 0 else []
         first = self.step
         n = min(self.probe_every, self.config.steps - self.step)
-        losses, lrs, clamped = [], [], []
-        t0 = time.perf_counter()
-        for _ in range(n):
-            lrs.append(self.lr)
+        clamped: list[bool] = []
+
+        def step() -> float:
             clamped.append(self.clamped(self.step))
             with self._maybe_clamped(self.step):
-                losses.append(self.run.train_step(self.step))
+                loss = self.run.train_step(self.step)
             self.step += 1
-            if not np.isfinite(losses[-1]):
-                self.done = True
-                raise RunStopped(f"the training loss became non-finite at step {self.step}")
-        self.train_seconds += time.perf_counter() - t0
+            return loss
+
+        losses, lrs = self._train_steps(n, step)
         probes.append((self.step, self.probe()))
         self.done = self.step >= self.config.steps
         return self._make_chunk(first, losses, lrs, clamped, probes)

@@ -20,7 +20,6 @@ Mid-run, ``update(lr=..., probe_every=...)`` takes effect at the next chunk.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 import engine
 from engine.chunk import Chunk, concat
 from engine.config import Config, bounded, choice, integer
-from engine.stream import RunStopped, TrainingStream
+from engine.stream import TrainingStream
 from engine.transformer.model import ATTENTIONS, OPTIMIZERS, Transformer, TransformerConfig, make_optimizer
 from engine.transformer.sinks import residual_peak, sink_alpha, sink_scores, value_drain
 from engine.transformer.tasks import BigramBackcopy, query_masks
@@ -178,15 +177,7 @@ class AttentionStream(TrainingStream):
         probes = [(0, self.probe())] if self.step == 0 else []
         first = self.step
         n = min(self.probe_every, self.config.steps - self.step)
-        losses, lrs = [], []
-        t0 = time.perf_counter()
-        for _ in range(n):
-            lrs.append(self.lr)
-            losses.append(self._train_step())
-            if not np.isfinite(losses[-1]):
-                self.done = True
-                raise RunStopped(f"the training loss became non-finite at step {self.step}")
-        self.train_seconds += time.perf_counter() - t0
+        losses, lrs = self._train_steps(n, self._train_step)
         probes.append((self.step, self.probe()))
         self.done = self.step >= self.config.steps
         return self._make_chunk(first, losses, lrs, probes)
